@@ -1,0 +1,46 @@
+# fittingroom: `make train` reproduces the tutorial, `make test` runs the tests.
+# Both set everything up first (a virtual environment in .venv, the dataset) and are idempotent.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
+FR     := $(VENV)/bin/fittingroom
+ARGS   ?=
+
+.PHONY: setup setup-test data browser train test test-fast lint bench-keras clean
+
+setup: $(VENV)/.installed data
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip setuptools wheel
+	$(PIP) -e '.[dev]'
+	touch $@
+
+# The dataset: found where it is (see `fittingroom data info`); on Debian, installed from the
+# dataset-fashion-mnist package; elsewhere downloaded into the user cache and verified.
+data: $(VENV)/.installed
+	@$(FR) data info >/dev/null 2>&1 || ./scripts/get-data.sh $(FR)
+
+train: setup
+	$(FR) train --preset seed $(ARGS)
+
+test: setup-test
+	$(PY) -m pytest $(ARGS)
+
+# Fast unit tests only (no real-data end-to-end tests).
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+setup-test: setup
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+# The tutorial's own Keras code against the seed preset, same epochs, same machine (see README).
+bench-keras: setup
+	$(PY) benchmarks/keras_vs_fittingroom.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

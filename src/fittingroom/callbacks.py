@@ -1,0 +1,232 @@
+"""Callbacks with Keras's meaning, called by the training loop at named points.
+
+A callback sees the :class:`~fittingroom.train.Trainer` as ``self.trainer``
+(its ``model``, ``optimizer``, ``history``, ``stop_training`` and ``lr_factor``)
+and the epoch's ``logs``: ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``,
+``lr``, ``seconds``. Callbacks that keep state across epochs return it from
+``get_state`` (JSON values) and ``get_tensors`` so that a resumed run carries on
+exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .errors import FittingroomError
+from .fsutil import write_text
+
+if TYPE_CHECKING:
+    from .train import Trainer
+
+
+class Callback:
+    """Base class: override the hooks you need."""
+
+    trainer: Trainer
+    name: str = "callback"
+
+    def set_trainer(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self) -> None: ...
+    def on_epoch_begin(self, epoch: int) -> None: ...
+    def on_train_batch_end(self, step: int, logs: dict[str, float]) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
+    def on_train_end(self, logs: dict[str, float]) -> None: ...
+
+    def get_state(self) -> dict[str, Any]:
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+    def get_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def set_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+
+def _improved(monitor: str, value: float, best: float | None, min_delta: float) -> bool:
+    if best is None:
+        return True
+    if "acc" in monitor:  # accuracies go up, losses go down (Keras's mode="auto")
+        return value > best + min_delta
+    return value < best - min_delta
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; optionally restore the best weights."""
+
+    name = "early_stopping"
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 restore_best_weights: bool = True):
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.restore_best_weights = restore_best_weights
+        self.best: float | None = None
+        self.best_epoch = -1
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        value = logs[self.monitor]
+        if _improved(self.monitor, value, self.best, self.min_delta):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = {k: v.detach().clone() for k, v in self.trainer.raw_model.state_dict().items()}
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.trainer.stop_training = True
+
+    def on_train_end(self, logs: dict[str, float]) -> None:
+        if self.restore_best_weights and self.best_weights is not None and self.best_epoch != len(self.trainer.history["loss"]) - 1:
+            self.trainer.raw_model.load_state_dict(self.best_weights)
+            self.trainer.say(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+
+    def get_state(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+
+    def get_tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.best_weights or {})
+
+    def set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.best_weights = dict(tensors) or None
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has stalled for ``patience`` epochs."""
+
+    name = "reduce_lr_on_plateau"
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
+        self.monitor, self.factor, self.patience = monitor, factor, patience
+        self.min_delta, self.cooldown, self.min_lr = min_delta, cooldown, min_lr
+        self.best: float | None = None
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        value = logs[self.monitor]
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if _improved(self.monitor, value, self.best, self.min_delta):
+            self.best, self.wait = value, 0
+            return
+        if self.cooldown_counter > 0:
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            trainer = self.trainer
+            lr = trainer.config.lr * trainer.lr_factor
+            new_factor = max(lr * self.factor, self.min_lr) / trainer.config.lr
+            if new_factor < trainer.lr_factor:
+                trainer.lr_factor = new_factor
+                trainer.say(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {lr * self.factor:.4g}.")
+            self.cooldown_counter, self.wait = self.cooldown, 0
+
+    def get_state(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait, "cooldown_counter": self.cooldown_counter}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.best, self.wait, self.cooldown_counter = state["best"], state["wait"], state["cooldown_counter"]
+
+
+class TerminateOnNaN(Callback):
+    """Stop the run with a clear error as soon as the loss is NaN or infinite."""
+
+    name = "terminate_on_nan"
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if not math.isfinite(logs["loss"]):
+            raise NonFiniteLoss(
+                f"the training loss became {logs['loss']} in epoch {epoch + 1}; the run stopped and its last good "
+                f"checkpoint is kept; lower the learning rate (--lr) or set gradient clipping (grad_clip)"
+            )
+
+
+class NonFiniteLoss(FittingroomError):
+    """The loss became NaN or infinite."""
+
+
+class CSVLogger(Callback):
+    """Write the history to a CSV file after every epoch (atomically, so it is never half-written)."""
+
+    name = "csv_logger"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        write_text(self.path, history_csv(self.trainer.history))
+
+
+def history_csv(history: dict[str, list[float]]) -> str:
+    """The history as CSV: ``epoch`` (1-based) then one column per metric."""
+    keys = ["loss", "accuracy", "val_loss", "val_accuracy"]
+    keys += [k for k in history if k not in keys]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for i in range(len(history.get("loss", []))):
+        writer.writerow([i + 1, *(_fmt(history[k][i]) if i < len(history[k]) else "" for k in keys)])
+    return out.getvalue()
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+class ProgressLogger(Callback):
+    """Keras-style progress: a live bar on a terminal, one line per epoch otherwise.
+
+    The line reads ``Epoch 3/30 1719/1719 - 2s - 1ms/step - accuracy: 0.8400 - loss: 0.4500 -
+    val_accuracy: 0.8500 - val_loss: 0.4200``.
+    """
+
+    name = "progress"
+
+    def __init__(self, stream=None, live: bool | None = None):
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.bar = None
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        if self.live:
+            from tqdm.auto import tqdm
+
+            t = self.trainer
+            self.bar = tqdm(total=t.steps_per_epoch, desc=f"Epoch {epoch + 1}/{t.config.epochs}", file=self.stream,
+                            unit="step", leave=False, mininterval=0.25, dynamic_ncols=True)
+
+    def on_train_batch_end(self, step: int, logs: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(step + 1 - self.bar.n)
+            if logs:
+                self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        t = self.trainer
+        steps = t.steps_per_epoch
+        per_step = logs["seconds"] / steps
+        step_text = f"{per_step * 1e3:.0f}ms/step" if per_step >= 1e-3 else f"{per_step * 1e6:.0f}us/step"
+        parts = [f"Epoch {epoch + 1}/{t.config.epochs} {steps}/{steps}", f"{logs['seconds']:.0f}s", step_text]
+        parts += [f"{k}: {logs[k]:.4f}" for k in ("accuracy", "loss", "val_accuracy", "val_loss") if k in logs]
+        print(" - ".join(parts), file=self.stream, flush=True)

@@ -1,0 +1,47 @@
+"""The ``fittingroom`` command: parses arguments and calls the library, nothing more.
+
+Each subcommand lives in its own module with a ``register(subparsers)`` that
+adds its parser and sets ``func`` to the function that runs it. A user's
+mistake (any :class:`~fittingroom.errors.FittingroomError`) prints one line,
+``error: ...``, on stderr and exits with status 1; argparse's own usage errors
+exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import FittingroomError
+from . import data, run, train
+
+COMMANDS = (train, run, data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fittingroom",
+        description="Train, evaluate, explain and serve neural-network classifiers for small images.",
+    )
+    parser.add_argument("--version", action="version", version=f"fittingroom {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except FittingroomError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 130 if type(exc).__name__ == "TrainingInterrupted" else 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `fittingroom ... | head`
+        return 0

@@ -1,0 +1,87 @@
+"""``fittingroom data info | verify | download``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from ..data import datasets as ds
+from ..data.download import download_dataset
+from ..errors import DataError
+
+
+def _located(args) -> tuple[ds.DatasetSpec, dict]:
+    spec = ds.get_spec(args.dataset)
+    paths = ds.locate(spec, args.data_dir)
+    if paths is None:
+        raise DataError(ds.not_found_message(spec, args.data_dir))
+    return spec, paths
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    spec, paths = _located(args)
+    (x_train, y_train), (x_test, y_test) = ds.load_files(spec, paths, verify=False)
+    info = {
+        "dataset": spec.name,
+        "location": str(next(iter(paths.values())).parent),
+        "files": {split: str(p) for split, p in paths.items()},
+        "train": {"images": list(x_train.shape), "counts": np.bincount(y_train, minlength=len(spec.classes)).tolist()},
+        "test": {"images": list(x_test.shape), "counts": np.bincount(y_test, minlength=len(spec.classes)).tolist()},
+        "classes": list(spec.classes),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{spec.name}: {spec.description}")
+    print(f"found in {info['location']}")
+    for split, path in paths.items():
+        print(f"  {split:12s} {path}")
+    print(f"train: {x_train.shape[0]:,} images of {x_train.shape[1]}x{x_train.shape[2]}, "
+          f"test: {x_test.shape[0]:,} images")
+    print(f"{'class':>3}  {'name':14s} {'train':>6} {'test':>6}")
+    for i, name in enumerate(spec.classes):
+        print(f"{i:>3}  {name:14s} {info['train']['counts'][i]:>6} {info['test']['counts'][i]:>6}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    spec, paths = _located(args)
+    for split, path in paths.items():
+        ds.read_verified(spec, split, path, verify=True)
+        print(f"ok  {path}  sha256 {spec.sha256[split][:16]}...")
+    ds.load_files(spec, paths, verify=False)  # counts and shapes agree
+    print(f"{spec.name}: all 4 files match their published checksums")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    spec = ds.get_spec(args.dataset)
+    mirrors = (args.mirror,) if args.mirror else None
+    paths = download_dataset(spec, args.data_dir, mirrors)
+    for path in paths.values():
+        print(f"ok  {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="find, check and download datasets")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+
+    def common(q):
+        q.add_argument("--dataset", default="fashion-mnist", help=f"one of: {', '.join(ds.list_datasets())}")
+        q.add_argument("--data-dir", help="folder to look in first (also FITTINGROOM_DATA)")
+
+    q = dsub.add_parser("info", help="where the data was found, its sizes and class counts")
+    common(q)
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_info)
+    q = dsub.add_parser("verify", help="check every file against its published SHA-256")
+    common(q)
+    q.set_defaults(func=cmd_verify)
+    q = dsub.add_parser("download", help="download into the cache (or --data-dir) and verify")
+    common(q)
+    q.add_argument("--mirror", help="base URL to download from instead of the official mirrors")
+    q.set_defaults(func=cmd_download)

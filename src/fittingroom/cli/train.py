@@ -1,0 +1,125 @@
+"""``fittingroom train``, ``fittingroom summary`` and ``fittingroom presets``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import PRESETS, TrainConfig
+from ..errors import ConfigError
+
+# Flags that map one-to-one onto TrainConfig fields: flag -> (field, type, help).
+CONFIG_FLAGS = {
+    "--model": ("model", str, "model name from the registry (see `fittingroom summary --list`)"),
+    "--data": ("data", str, "dataset name (fashion-mnist, mnist) or a folder of IDX files"),
+    "--data-dir": ("data_dir", str, "folder holding the dataset's files (default: the usual places, then download)"),
+    "--epochs": ("epochs", int, "number of epochs"),
+    "--batch-size": ("batch_size", int, "images per optimizer step (global, across processes)"),
+    "--lr": ("lr", float, "(peak) learning rate"),
+    "--optimizer": ("optimizer", str, "sgd, adam or adamw"),
+    "--schedule": ("schedule", str, "constant, step, cosine or onecycle"),
+    "--seed": ("seed", int, "random seed for initialisation, shuffling and augmentation"),
+    "--device": ("device", str, "auto, cpu or cuda"),
+    "--precision": ("precision", str, "auto, fp32 or bf16"),
+    "--threads": ("threads", int, "CPU threads for PyTorch"),
+}
+
+
+def parse_assignment(text: str, what: str) -> tuple[str, object]:
+    """``key=value`` with a JSON value (bare words are strings)."""
+    if "=" not in text:
+        raise ConfigError(f"{what} expects KEY=VALUE; received {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().replace("-", "_"), value
+
+
+def add_model_arg_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="an argument of the model, e.g. hidden=[512,256] or dropout=0.2 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The preset (or --config file), then --set assignments, then the dedicated flags."""
+    config = TrainConfig.load(args.config) if args.config else TrainConfig.from_preset(args.preset)
+    values = config.to_dict()
+    for text in args.set:
+        key, value = parse_assignment(text, "--set")
+        values[key] = value
+    for _flag, (field, _type, _help) in CONFIG_FLAGS.items():
+        value = getattr(args, field)
+        if value is not None:
+            values[field] = value
+    if args.model is not None and args.model != config.model:
+        values["model_args"] = {}  # another model's arguments do not carry over
+    for text in args.model_arg:
+        key, value = parse_assignment(text, "--model-arg")
+        values["model_args"] = {**values["model_args"], key: value}
+    if args.deterministic:
+        values["deterministic"] = True
+    return TrainConfig.from_dict(values, where="command line").validate()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..pipeline import train_run
+
+    if args.resume:
+        train_run(resume=args.resume, verbose=not args.quiet)
+    else:
+        train_run(config_from_args(args), out=args.out, verbose=not args.quiet)
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from ..models import create_model, list_models
+    from ..summary import model_summary
+
+    if args.list:
+        print("\n".join(list_models()))
+        return 0
+    kwargs = dict(parse_assignment(t, "--model-arg") for t in args.model_arg)
+    model = create_model(args.model, **kwargs)
+    shape = tuple(kwargs.get("input_shape", (28, 28)))
+    print(model_summary(model, shape, name=args.model))
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    if args.name:
+        print(json.dumps(TrainConfig.from_preset(args.name).to_dict(), indent=2))
+        return 0
+    for name in PRESETS:
+        cfg = TrainConfig.from_preset(name)
+        print(f"{name:10s} {cfg.model:7s} {cfg.optimizer:5s} lr={cfg.lr:<6g} batch={cfg.batch_size:<5d} "
+              f"epochs={cfg.epochs:<3d} {cfg.schedule}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model and save the run folder",
+                       description="Train a model, evaluate it on the test set and save everything in a run folder.")
+    p.add_argument("--preset", default="seed", help=f"named configuration: {', '.join(PRESETS)} (default: seed, the tutorial)")
+    p.add_argument("--config", metavar="FILE", help="a JSON configuration file (a run's config.json or a preset file)")
+    for flag, (field, type_, help_) in CONFIG_FLAGS.items():
+        p.add_argument(flag, dest=field, type=type_, help=help_)
+    add_model_arg_flag(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any configuration field, e.g. label_smoothing=0.1 or translate=2 (repeatable)")
+    p.add_argument("--deterministic", action="store_true", help="bit-for-bit repeatable on CPU (same seed, same weights)")
+    p.add_argument("--out", metavar="DIR", help="run folder to create (default: runs/<timestamp>-<preset>)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last complete epoch")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("summary", help="print a model's Keras-format summary")
+    s.add_argument("--model", default="mlp", help="model name (default: mlp, the tutorial's)")
+    add_model_arg_flag(s)
+    s.add_argument("--list", action="store_true", help="list the registered models")
+    s.set_defaults(func=cmd_summary)
+
+    r = sub.add_parser("presets", help="list the named training configurations")
+    r.add_argument("name", nargs="?", help="show this preset's whole configuration as JSON")
+    r.set_defaults(func=cmd_presets)

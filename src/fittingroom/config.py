@@ -1,0 +1,182 @@
+"""Run configuration: one typed dataclass, named presets, and JSON round trips.
+
+Every run saves its whole resolved configuration as ``config.json``; loading
+it back and training again repeats the run. A preset is a named configuration;
+``TrainConfig.from_preset("seed")`` is the tutorial, unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run."""
+
+    preset: str = "seed"
+    # data
+    data: str = "fashion-mnist"  # a dataset name or a folder of IDX files
+    data_dir: str | None = None  # where the named dataset's files are, if not in the usual places
+    validation_size: int = 5000  # the first N training images validate, as in the tutorial
+    # model
+    model: str = "mlp"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 32  # images per step (global across processes when distributed)
+    optimizer: str = "sgd"
+    lr: float = 0.01  # peak learning rate
+    momentum: float = 0.0  # SGD momentum; beta1 for Adam(W)
+    nesterov: bool = False
+    weight_decay: float = 0.0  # decoupled for AdamW, L2 for SGD/Adam
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0  # linear warm-up from lr/25, before the schedule
+    step_size: int = 10  # epochs between decays for the step schedule
+    gamma: float = 0.1  # decay factor for the step schedule
+    final_lr_ratio: float = 0.0  # cosine/onecycle end at lr * final_lr_ratio
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max global gradient norm
+    # augmentation (whole-batch tensor ops on the training images only)
+    translate: int = 0  # random shift by up to this many pixels (pad + crop)
+    flip: bool = False  # random horizontal flip
+    erase: float = 0.0  # probability of random erasing of one rectangle per image
+    tta: bool = False  # average the predictions of the image and its mirror at evaluation
+    # callbacks (Keras's meaning; None disables)
+    early_stopping: int | None = None  # patience in epochs, on val_loss; restores the best weights
+    reduce_lr_on_plateau: int | None = None  # patience in epochs, on val_loss
+    # execution
+    precision: str = "fp32"  # auto: bf16 where the hardware runs it fast
+    device: str = "auto"
+    seed: int = 42
+    deterministic: bool = False  # bit-for-bit repeatable on CPU
+    eval_batch_size: int = 2048
+    threads: int | None = None  # CPU threads (torch.set_num_threads); None keeps torch's default
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> TrainConfig:
+        """Raise ConfigError naming the first invalid field; return self when all are valid."""
+        from .models import create_model, list_models
+
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("device", self.device, DEVICES)
+        if self.model not in list_models():
+            raise ConfigError(f"unknown model {self.model!r}; valid names: {', '.join(list_models())}")
+        create_model(self.model, **self.model_args)  # checks the arguments
+        for name in ("epochs", "batch_size", "validation_size", "eval_batch_size", "step_size"):
+            _positive_int(name, getattr(self, name))
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+        _positive_int("translate", self.translate, allow_zero=True)
+        for name in ("early_stopping", "reduce_lr_on_plateau"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if not self.lr > 0:
+            raise ConfigError(f"`lr` must be a positive number; received lr={self.lr!r}")
+        for name in ("momentum", "label_smoothing", "erase", "final_lr_ratio"):
+            value = getattr(self, name)
+            if not 0 <= value < 1 and not (name == "final_lr_ratio" and value == 1):
+                raise ConfigError(f"`{name}` must be in [0, 1); received {name}={value!r}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.gamma <= 0:
+            raise ConfigError("`weight_decay` and `warmup_epochs` must be >= 0 and `gamma` > 0")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"`grad_clip` must be a positive number; received grad_clip={self.grad_clip!r}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ConfigError("`nesterov` needs optimizer='sgd' with a non-zero momentum")
+        return self
+
+    # ------------------------------------------------------------------ round trips
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "configuration") -> TrainConfig:
+        """Build a config from a dict, checking names and types."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: expected a JSON object of settings, received {type(values).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting {', '.join(unknown)}; valid settings: {', '.join(sorted(known))}")
+        hints = get_type_hints(cls)
+        return cls(**{k: _coerce(k, v, hints[k], where) for k, v in values.items()})
+
+    @classmethod
+    def from_preset(cls, name: str) -> TrainConfig:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], "preset": name}, where=f"preset {name!r}")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TrainConfig:
+        """Read a config from a JSON file (a run's ``config.json`` or a preset file)."""
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: not a readable JSON configuration ({exc})") from None
+        if isinstance(values, dict):
+            # A partial file overrides the preset it names (settings it leaves out come from there).
+            values = {**PRESETS.get(values.get("preset"), {}), **values}
+        return cls.from_dict(values, where=str(path))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (None values are ignored)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"`{name}` must be one of {', '.join(valid)}; received {name}={value!r}")
+
+
+def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        kind = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"`{name}` must be a {kind} integer; received {name}={value!r}")
+
+
+def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
+    """Check a JSON value against the field's type; ints are accepted where floats are expected."""
+    is_union = get_origin(hint) in (Union, UnionType)
+    if value is None:
+        if is_union and type(None) in get_args(hint):
+            return None
+        raise ConfigError(f"{where}: `{name}` cannot be null")
+    types = [t for t in get_args(hint) if t is not type(None)] if is_union else [hint]
+    for t in types:
+        base = get_origin(t) or t
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if base in (str, bool, dict) and isinstance(value, base):
+            return value
+    expected = " or ".join(getattr(get_origin(t) or t, "__name__", str(t)) for t in types)
+    raise ConfigError(f"{where}: `{name}` must be {expected}; received {name}={value!r}")
+
+
+# Named presets. Fields not given keep the TrainConfig defaults above, which are the tutorial's.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The tutorial exactly: Keras's SGD (lr 0.01, no momentum), batch 32, 30 epochs, fp32.
+    "seed": {},
+}

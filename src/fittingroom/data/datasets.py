@@ -1,0 +1,253 @@
+"""Named IDX datasets: where their files are, how they are checked, how they load.
+
+``load_dataset("fashion-mnist")`` returns exactly what
+``keras.datasets.fashion_mnist.load_data()`` returns::
+
+    (x_train, y_train), (x_test, y_test)   # uint8 (60000, 28, 28), (60000,), (10000, 28, 28), (10000,)
+
+The files are looked for, in order, in: the ``data_dir`` argument (or the
+``FITTINGROOM_DATA`` environment variable), the user cache, the system
+locations (Debian's ``dataset-fashion-mnist`` package), and finally they are
+downloaded into the cache. Every file is checked against the SHA-256 of its
+decompressed content, so a gzipped copy, a raw copy and Debian's recompressed
+copy all verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .idx import parse_idx, read_bytes
+
+SPLITS = ("train-images", "train-labels", "test-images", "test-labels")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset published as four IDX files."""
+
+    name: str
+    classes: tuple[str, ...]
+    files: dict[str, str]  # split -> file name without .gz
+    sha256: dict[str, str]  # split -> SHA-256 of the decompressed file
+    mirrors: tuple[str, ...]  # base URLs, tried in order; the file name + ".gz" is appended
+    system_dirs: tuple[str, ...] = ()
+    description: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)  # split -> number of examples
+
+
+_MNIST_FILES = {
+    "train-images": "train-images-idx3-ubyte",
+    "train-labels": "train-labels-idx1-ubyte",
+    "test-images": "t10k-images-idx3-ubyte",
+    "test-labels": "t10k-labels-idx1-ubyte",
+}
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            name="fashion-mnist",
+            description="Zalando's article images: 60,000 training and 10,000 test greyscale 28x28 images, 10 classes",
+            classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            files=_MNIST_FILES,
+            sha256={
+                "train-images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                "train-labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                "test-images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                "test-labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            },
+            mirrors=(
+                "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+            ),
+            system_dirs=("/usr/share/datasets/fashion-mnist",),
+            sizes={"train": 60000, "test": 10000},
+        ),
+        DatasetSpec(
+            name="mnist",
+            description="Handwritten digits: 60,000 training and 10,000 test greyscale 28x28 images, 10 classes",
+            classes=tuple(str(d) for d in range(10)),
+            files=_MNIST_FILES,
+            sha256={
+                "train-images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                "train-labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                "test-images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                "test-labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            },
+            mirrors=(
+                "https://ossci-datasets.s3.amazonaws.com/mnist/",
+                "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            ),
+            system_dirs=("/usr/share/datasets/mnist",),
+            sizes={"train": 60000, "test": 10000},
+        ),
+    )
+}
+
+
+def list_datasets() -> list[str]:
+    """Names of the datasets ``load_dataset`` knows."""
+    return sorted(DATASETS)
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec of a named dataset; an unknown name lists the valid ones."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())} "
+            f"(or a folder of IDX files)"
+        ) from None
+
+
+def cache_dir() -> Path:
+    """Where downloaded datasets are kept: ``$XDG_CACHE_HOME/fittingroom`` or ``~/.cache/fittingroom``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fittingroom" / "datasets"
+
+
+def candidate_dirs(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The folders searched for a dataset's files, in order."""
+    dirs = []
+    explicit = data_dir or os.environ.get("FITTINGROOM_DATA")
+    if explicit:
+        explicit = Path(explicit)
+        # Accept either the folder holding the files or a parent with one folder per dataset.
+        dirs += [explicit, explicit / spec.name]
+    dirs.append(cache_dir() / spec.name)
+    dirs += [Path(d) for d in spec.system_dirs]
+    return dirs
+
+
+def find_file(folder: Path, filename: str) -> Path | None:
+    """``folder/filename`` or ``folder/filename.gz``, whichever exists (raw first)."""
+    for candidate in (folder / filename, folder / (filename + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> dict[str, Path] | None:
+    """Paths of the four files in the first folder that holds all of them, else None."""
+    for folder in candidate_dirs(spec, data_dir):
+        found = {split: find_file(folder, fname) for split, fname in spec.files.items()}
+        if all(found.values()):
+            return found  # type: ignore[return-value]
+    return None
+
+
+def not_found_message(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> str:
+    tried = ", ".join(str(d) for d in candidate_dirs(spec, data_dir))
+    hint = "install Debian's dataset-fashion-mnist package, " if spec.name == "fashion-mnist" else ""
+    return (
+        f"{spec.name} not found (looked in: {tried}); {hint}run `fittingroom data download --dataset {spec.name}`, "
+        f"or point --data-dir / FITTINGROOM_DATA at a folder holding {', '.join(spec.files.values())} (.gz or raw)"
+    )
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_verified(spec: DatasetSpec, split: str, path: Path, verify: bool = True) -> np.ndarray:
+    """Read one file of a dataset, checking its checksum first."""
+    data = read_bytes(path)
+    if verify:
+        digest = sha256_hex(data)
+        if digest != spec.sha256[split]:
+            raise DataError(
+                f"{path}: checksum mismatch for {spec.name} {split} (SHA-256 of the content is {digest[:16]}..., "
+                f"expected {spec.sha256[split][:16]}...); the file is damaged or from another dataset: delete it "
+                f"and run `fittingroom data download --dataset {spec.name}`"
+            )
+    return parse_idx(data, str(path))
+
+
+def check_pair(images: np.ndarray, labels: np.ndarray, where: str, num_classes: int | None = None) -> None:
+    """Images (N, H, W) uint8 and labels (N,) that agree in count and range."""
+    if images.ndim != 3:
+        raise DataError(f"{where}: images must have shape (N, height, width); the file holds shape {images.shape}")
+    if labels.ndim != 1:
+        raise DataError(f"{where}: labels must have shape (N,); the file holds shape {labels.shape}")
+    if images.dtype != np.uint8:
+        raise DataError(f"{where}: images must be uint8 (IDX type 0x08); the file holds {images.dtype}")
+    if len(images) != len(labels):
+        raise DataError(f"{where}: {len(images)} images but {len(labels)} labels; the files do not belong together")
+    if num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{where}: labels must lie in 0..{num_classes - 1}; found {labels.min()}..{labels.max()}")
+
+
+Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def load_files(spec: DatasetSpec, paths: dict[str, Path], verify: bool = True) -> Arrays:
+    arrays = {split: read_verified(spec, split, paths[split], verify) for split in SPLITS}
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}-images"], arrays[f"{part}-labels"]
+        check_pair(images, labels, f"{spec.name} {part} ({paths[f'{part}-images'].parent})", len(spec.classes))
+    return (arrays["train-images"], arrays["train-labels"]), (arrays["test-images"], arrays["test-labels"])
+
+
+def load_dataset(
+    name: str = "fashion-mnist",
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    verify: bool = True,
+) -> Arrays:
+    """Load a named dataset as ``(x_train, y_train), (x_test, y_test)`` uint8 arrays.
+
+    Args:
+        name: a name from ``list_datasets()``.
+        data_dir: a folder holding the four IDX files (gzipped or raw); searched before the cache.
+        download: fetch the files into the cache when they are found nowhere.
+        verify: check each file's SHA-256 (about 0.2 s for Fashion-MNIST).
+
+    Example:
+        >>> (x_train, y_train), (x_test, y_test) = load_dataset("fashion-mnist")
+        >>> x_train.shape, x_train.dtype
+        ((60000, 28, 28), dtype('uint8'))
+    """
+    spec = get_spec(name)
+    paths = locate(spec, data_dir)
+    if paths is None:
+        if not download:
+            raise DataError(not_found_message(spec, data_dir))
+        from .download import download_dataset
+
+        paths = download_dataset(spec, not_found=not_found_message(spec, data_dir))
+        verify = False  # just verified while downloading
+    return load_files(spec, paths, verify)
+
+
+def load_idx_folder(folder: str | os.PathLike, classes: list[str] | None = None) -> tuple[Arrays, list[str]]:
+    """Load a user's own IDX dataset: a folder with the four files named as MNIST's are.
+
+    Class names come from ``classes``, else from a ``classes.txt`` (one per line) in
+    the folder, else they are the label numbers.
+    """
+    folder = Path(folder)
+    paths = {split: find_file(folder, fname) for split, fname in _MNIST_FILES.items()}
+    missing = [_MNIST_FILES[s] for s, p in paths.items() if p is None]
+    if missing:
+        raise DataError(f"{folder}: missing {', '.join(missing)} (.gz or raw); an IDX dataset folder needs all four files")
+    arrays = {split: parse_idx(read_bytes(p), str(p)) for split, p in paths.items()}  # type: ignore[arg-type]
+    for part in ("train", "test"):
+        check_pair(arrays[f"{part}-images"], arrays[f"{part}-labels"], f"{folder} ({part})")
+    num_classes = int(max(arrays["train-labels"].max(), arrays["test-labels"].max())) + 1
+    if classes is None and (folder / "classes.txt").is_file():
+        classes = [line.strip() for line in (folder / "classes.txt").read_text().splitlines() if line.strip()]
+    if classes is None:
+        classes = [str(i) for i in range(num_classes)]
+    if len(classes) < num_classes:
+        raise DataError(f"{folder}: labels go up to {num_classes - 1} but only {len(classes)} class names were given")
+    data = (arrays["train-images"], arrays["train-labels"]), (arrays["test-images"], arrays["test-labels"])
+    return data, list(classes)

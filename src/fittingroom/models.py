@@ -1,0 +1,251 @@
+"""The model registry: every model is created by name from plain arguments.
+
+A model file, the CLI and the server only ever store ``name`` and ``args``;
+``create_model(name, **args)`` rebuilds the network. Every model has the same
+interface: it takes float images ``(N, H, W)`` scaled to [0, 1] and returns
+logits ``(N, num_classes)``; softmax turns them into probabilities.
+
+    >>> model = create_model("mlp")
+    >>> sum(p.numel() for p in model.parameters())
+    266610
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a model factory under its function name (underscores become dashes)."""
+    _REGISTRY[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Names accepted by ``create_model``."""
+    return sorted(_REGISTRY)
+
+
+def model_defaults(name: str) -> dict:
+    """The keyword arguments of a model and their defaults."""
+    fn = _get(name)
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+
+def _get(name: str) -> Callable[..., nn.Module]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(list_models())}") from None
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the model registered as ``name``; unknown names and arguments fail with the valid ones."""
+    fn = _get(name)
+    params = inspect.signature(fn).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ConfigError(
+            f"model {name!r} takes no argument {', '.join(unknown)}; valid arguments: {', '.join(params)}"
+        )
+    try:
+        return fn(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid arguments for model {name!r}: {exc}") from None
+
+
+def count_params(model: nn.Module, trainable: bool | None = None) -> int:
+    """Number of parameters (only trainable or frozen ones when ``trainable`` is given)."""
+    return sum(p.numel() for p in model.parameters() if trainable is None or p.requires_grad == trainable)
+
+
+def _positive(name: str, value, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"`{name}` must be {kind} integer; received {name}={value!r}")
+
+
+def _rate(name: str, value) -> None:
+    if not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"`{name}` must be a number in [0, 1); received {name}={value!r}")
+
+
+def keras_init(module: nn.Module) -> None:
+    """Keras's defaults: Glorot-uniform weights and zero biases for dense and conv layers."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+# ----------------------------------------------------------------------------- MLP
+
+
+@register_model
+def mlp(
+    input_shape: tuple[int, int] = (28, 28),
+    num_classes: int = 10,
+    hidden: tuple[int, ...] = (300, 100),
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> nn.Module:
+    """The tutorial's multilayer perceptron: Flatten -> Dense(300, relu) -> Dense(100, relu) -> Dense(10).
+
+    Args:
+        input_shape: image height and width.
+        num_classes: number of outputs.
+        hidden: width of each hidden layer; its length is the depth.
+        dropout: dropout rate after each hidden layer (0 = none, as in the tutorial).
+        batch_norm: batch normalisation after each hidden dense layer, before the activation.
+    """
+    _positive("num_classes", num_classes)
+    for width in hidden:
+        _positive("hidden", width)
+    _rate("dropout", dropout)
+    layers: list[nn.Module] = [nn.Flatten()]
+    fan_in = math.prod(input_shape)
+    for width in hidden:
+        layers.append(nn.Linear(fan_in, width, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(nn.ReLU())
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        fan_in = width
+    layers.append(nn.Linear(fan_in, num_classes))
+    model = nn.Sequential(*layers)
+    keras_init(model)
+    return model
+
+
+# ----------------------------------------------------------------------------- CNN
+
+
+def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class AddChannel(nn.Module):
+    """(N, H, W) greyscale images -> (N, 1, H, W) for the convolutional layers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(1) if x.dim() == 3 else x
+
+
+@register_model
+def cnn(
+    input_shape: tuple[int, int] = (28, 28),
+    num_classes: int = 10,
+    widths: tuple[int, ...] = (32, 64, 128),
+    dropout: float = 0.0,
+) -> nn.Module:
+    """A small VGG-style network for 28x28 images, quick on a laptop CPU.
+
+    Each stage is two 3x3 convolutions with batch norm and ReLU followed by 2x2
+    max pooling; global average pooling and one dense layer classify.
+
+    Args:
+        input_shape: image height and width.
+        num_classes: number of outputs.
+        widths: channels of each stage; 28x28 -> 14 -> 7 -> 3 with three stages.
+        dropout: dropout rate before the classifier.
+    """
+    _positive("num_classes", num_classes)
+    for width in widths:
+        _positive("widths", width)
+    _rate("dropout", dropout)
+    layers: list[nn.Module] = [AddChannel()]
+    c_in = 1
+    for width in widths:
+        layers += _conv_bn(c_in, width) + _conv_bn(width, width) + [nn.MaxPool2d(2)]
+        c_in = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(c_in, num_classes))
+    model = nn.Sequential(*layers)
+    keras_init(model)
+    return model
+
+
+# ----------------------------------------------------------------------------- ResNet
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a shortcut (He et al. 2016, pre-activation off)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, num_classes: int, depth: int, width: int):
+        super().__init__()
+        blocks_per_stage = (depth - 2) // 6
+        self.add_channel = AddChannel()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        stages: list[nn.Module] = []
+        c_in = width
+        for i, c_out in enumerate((width, 2 * width, 4 * width)):
+            for b in range(blocks_per_stage):
+                stages.append(BasicBlock(c_in, c_out, stride=2 if (i > 0 and b == 0) else 1))
+                c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c_in, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(self.add_channel(x))  # (N, width, H, W)
+        x = self.stages(x)  # (N, 4 * width, H / 4, W / 4)
+        return self.fc(self.flatten(self.pool(x)))
+
+
+@register_model
+def resnet(
+    input_shape: tuple[int, int] = (28, 28),
+    num_classes: int = 10,
+    depth: int = 20,
+    width: int = 16,
+) -> nn.Module:
+    """A CIFAR-style ResNet (ResNet-20 by default; ``width`` > 16 makes a wide variant).
+
+    Args:
+        input_shape: image height and width (any size; global pooling at the end).
+        num_classes: number of outputs.
+        depth: 6n + 2 layers (20, 32, 44, 56, ...).
+        width: channels of the first stage; the stages have width, 2x and 4x.
+    """
+    _positive("num_classes", num_classes)
+    _positive("width", width)
+    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"`depth` must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...); received depth={depth!r}")
+    return ResNet(num_classes, depth, width)

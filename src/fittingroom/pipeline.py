@@ -1,0 +1,184 @@
+"""A training run end to end, as the tutorial does it, written into a run folder.
+
+load data -> build model -> print summary -> train with validation -> plot the
+learning curves -> evaluate on the test set -> save the model -> predict the
+first test images. ``train_run`` is what ``fittingroom train`` calls.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__, distributed
+from .artifacts import RunPaths, default_run_dir, save_model
+from .callbacks import CSVLogger, EarlyStopping, ProgressLogger, ReduceLROnPlateau, TerminateOnNaN
+from .config import TrainConfig
+from .data import SplitData, open_data
+from .device import describe, resolve_device
+from .errors import RunError
+from .evaluate import loss_and_accuracy, predict_logits
+from .fsutil import write_json, write_text
+from .models import count_params, create_model
+from .plots import save_learning_curves
+from .summary import model_summary
+from .train import Trainer, seed_everything
+
+
+@dataclass
+class RunResult:
+    path: Path
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+
+
+def build_model(config: TrainConfig, data: SplitData) -> torch.nn.Module:
+    """The configured model, sized for the data (input shape and number of classes come from it)."""
+    args = {**config.model_args, "input_shape": tuple(data.input_shape), "num_classes": data.num_classes}
+    return create_model(config.model, **args)
+
+
+def model_info(config: TrainConfig, data: SplitData, model: torch.nn.Module) -> dict[str, Any]:
+    """What ``model.json`` records besides the weights."""
+    return {
+        "model": config.model,
+        "model_args": {**config.model_args, "input_shape": list(data.input_shape), "num_classes": data.num_classes},
+        "classes": list(data.classes),
+        "input_shape": list(data.input_shape),
+        "preprocessing": {"scale": 255.0, "background": "dark", "colour": "grey"},
+        "dataset": data.name,
+        "params": count_params(model),
+        "tta": config.tta,
+    }
+
+
+def _setup_torch(config: TrainConfig) -> None:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed, config.deterministic)
+
+
+def train_run(
+    config: TrainConfig | None = None,
+    out: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    verbose: bool = True,
+    data: SplitData | None = None,
+    extra_callbacks: list | None = None,
+) -> RunResult:
+    """Train, evaluate and save a run; returns its folder and metrics.
+
+    Args:
+        config: the run's configuration (default: the ``seed`` preset, i.e. the tutorial).
+        out: the run folder to create (default ``runs/<timestamp>-<preset>``); must not hold a run already.
+        resume: an interrupted run's folder to continue instead (its own config is used).
+        verbose: print the summary, the progress and the results.
+        data: already loaded data (default: load what ``config.data`` names).
+        extra_callbacks: more :class:`~fittingroom.callbacks.Callback` objects for the loop.
+    """
+    if resume is not None:
+        paths = RunPaths(resume)
+        if not paths.config.is_file():
+            raise RunError(f"{resume}: not a run folder (no config.json); pass the folder `fittingroom train` created")
+        config = TrainConfig.load(paths.config)
+        if not paths.checkpoint.is_file():
+            raise RunError(f"{resume}: no checkpoint, the run never completed an epoch; start it again without --resume")
+    config = (config or TrainConfig.from_preset("seed")).validate()
+    _setup_torch(config)
+    device = resolve_device(config.device)
+    dist, device = distributed.setup(device)
+    is_main = dist is None or dist.is_main
+    say = print if (verbose and is_main) else (lambda *a, **k: None)
+    try:
+        data = data or open_data(config.data, config.data_dir, config.validation_size)
+        model = build_model(config, data)
+        summary = model_summary(model, data.input_shape, name=config.model)
+        say(summary)
+
+        if resume is None:
+            paths = RunPaths(out or default_run_dir(config.preset))
+            if is_main:
+                if paths.model_json.exists() or paths.checkpoint.exists():
+                    raise RunError(f"{paths.root}: already holds a run; choose another --out, or --resume it")
+                paths.root.mkdir(parents=True, exist_ok=True)
+                write_json(paths.config, config.to_dict())
+                write_text(paths.summary, summary + "\n")
+        callbacks = [TerminateOnNaN()]
+        if verbose and is_main:
+            callbacks.append(ProgressLogger())
+        if is_main:
+            callbacks.append(CSVLogger(paths.history))
+        if config.reduce_lr_on_plateau:
+            callbacks.append(ReduceLROnPlateau(patience=config.reduce_lr_on_plateau, factor=0.2))
+        if config.early_stopping:
+            callbacks.append(EarlyStopping(patience=config.early_stopping, restore_best_weights=True))
+        callbacks += extra_callbacks or []
+        trainer = Trainer(model, data, config, device, callbacks, paths.checkpoint, dist, verbose)
+        if resume is not None:
+            trainer.load_checkpoint(paths.checkpoint)
+            say(f"Resuming {paths.root} after epoch {trainer.epoch}/{config.epochs}")
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        say(f"Training {config.model} on {data.name} ({len(data.x_train):,} training, {len(data.x_val):,} validation images) "
+            f"on {describe(device)}, {trainer.precision}" + (f", {dist.world_size} processes" if dist else ""))
+        history = trainer.fit()
+        if not is_main:
+            return RunResult(paths.root, {}, history)
+        metrics = finish_run(paths, trainer, data, config, device, started, verbose)
+        return RunResult(paths.root, metrics, history)
+    finally:
+        distributed.teardown(dist)
+
+
+def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: TrainConfig, device: torch.device,
+               started: str, verbose: bool) -> dict[str, Any]:
+    """Evaluate on the test set, save model, metrics and curves, and show the first predictions."""
+    say = print if verbose else (lambda *a, **k: None)
+    model, precision = trainer.raw_model, trainer.precision
+    t0 = time.perf_counter()
+    test_logp = predict_logits(model, data.x_test, config.eval_batch_size, device, precision, tta=config.tta)
+    test_loss, test_accuracy = loss_and_accuracy(test_logp, data.y_test)
+    val_loss, val_accuracy = loss_and_accuracy(
+        predict_logits(model, data.x_val, config.eval_batch_size, device, precision, tta=config.tta), data.y_val)
+    eval_seconds = time.perf_counter() - t0
+    epochs = len(trainer.history.get("loss", []))
+    metrics = {
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "val_accuracy": val_accuracy,
+        "val_loss": val_loss,
+        "accuracy": trainer.history["accuracy"][-1],
+        "loss": trainer.history["loss"][-1],
+        "epochs": epochs,
+        "params": count_params(model),
+        "train_seconds": trainer.train_seconds,
+        "seconds_per_epoch": trainer.train_seconds / max(1, epochs),
+        "eval_seconds": eval_seconds,
+        "preset": config.preset,
+        "model": config.model,
+        "dataset": data.name,
+        "device": describe(device),
+        "precision": precision,
+        "world_size": trainer.dist.world_size if trainer.dist else 1,
+        "started": started,
+        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "versions": {"fittingroom": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+    }
+    save_model(paths.root, model, model_info(config, data, model))
+    save_learning_curves(paths.curves, trainer.history, title=f"{config.model} on {data.name} ({config.preset})")
+    write_json(paths.metrics, metrics)
+    say(f"Test accuracy: {test_accuracy:.4f} - test loss: {test_loss:.4f}")
+    first = test_logp[:3].argmax(1).numpy()
+    say("Predicted classes of the first 3 test images:")
+    say(np.array2string(first))
+    say(np.array2string(np.array(data.classes)[first]))
+    say(f"Run saved in {paths.root}")
+    return metrics
