@@ -14,7 +14,7 @@ import re
 import torch
 from torch import nn
 
-from .models import count_params
+from .models import AddChannel, count_params
 
 # Keras's class names for the PyTorch layers they correspond to.
 KERAS_TYPES: dict[type, str] = {
@@ -27,11 +27,12 @@ KERAS_TYPES: dict[type, str] = {
     nn.MaxPool2d: "MaxPooling2D",
     nn.AvgPool2d: "AveragePooling2D",
     nn.AdaptiveAvgPool2d: "GlobalAveragePooling2D",
+    AddChannel: "Reshape",
 }
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.Softmax, nn.Sigmoid, nn.Tanh, nn.Identity, nn.LeakyReLU)
 
 # Keras 2's print_summary layout: 65 columns, the fields ending at 45%, 85% and 100%.
-LINE_LENGTH = 65
+# Columns widen (and the rules with them) only when a name or shape would not fit.
 POSITIONS = (29, 55, 65)
 
 
@@ -75,9 +76,9 @@ def layer_rows(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str
     return rows
 
 
-def _line(fields: tuple[str, ...]) -> str:
-    out, _start = "", 0
-    for text, end in zip(fields, POSITIONS, strict=False):
+def _line(fields: tuple[str, ...], positions: tuple[int, ...]) -> str:
+    out = ""
+    for text, end in zip(fields, positions):
         out = (out + text)[:end].ljust(end)
     return out.rstrip()
 
@@ -93,17 +94,22 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...] = (28, 28), nam
         ...
         Total params: 266,610
     """
-    rows = layer_rows(model, tuple(input_shape))
+    rows = [(f"{layer} ({kind})", str((None, *shape)), str(params))
+            for layer, kind, shape, params in layer_rows(model, tuple(input_shape))]
+    first = max([POSITIONS[0]] + [len(r[0]) + 1 for r in rows])
+    second = first + max([POSITIONS[1] - POSITIONS[0]] + [len(r[1]) + 1 for r in rows])
+    positions = (first, second, second + POSITIONS[2] - POSITIONS[1])
+    width = positions[-1]
     total = count_params(model)
     trainable = count_params(model, trainable=True)
-    lines = [f'Model: "{name}"', "_" * LINE_LENGTH, _line(("Layer (type)", "Output Shape", "Param #")), "=" * LINE_LENGTH]
-    for i, (layer, kind, shape, params) in enumerate(rows):
-        lines.append(_line((f"{layer} ({kind})", str((None, *shape)), str(params))))
-        lines.append("=" * LINE_LENGTH if i == len(rows) - 1 else "_" * LINE_LENGTH)
+    lines = [f'Model: "{name}"', "_" * width, _line(("Layer (type)", "Output Shape", "Param #"), positions), "=" * width]
+    for i, row in enumerate(rows):
+        lines.append(_line(row, positions))
+        lines.append("=" * width if i == len(rows) - 1 else "_" * width)
     lines += [
         f"Total params: {total:,}",
         f"Trainable params: {trainable:,}",
         f"Non-trainable params: {total - trainable:,}",
-        "_" * LINE_LENGTH,
+        "_" * width,
     ]
     return "\n".join(lines)

@@ -12,10 +12,10 @@ from ..errors import ConfigError, FittingroomError
 
 
 def _test_set(info: dict, data_dir: str | None):
-    from ..data import open_data
+    from ..data.splits import load_arrays
 
-    data = open_data(info.get("dataset", "fashion-mnist"), data_dir)
-    return data.x_test, data.y_test
+    (_, (x_test, y_test)), _, _ = load_arrays(info.get("dataset", "fashion-mnist"), data_dir)
+    return x_test, y_test
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

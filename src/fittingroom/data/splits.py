@@ -50,6 +50,20 @@ def split_validation(x: np.ndarray, y: np.ndarray, validation_size: int):
     return (x[validation_size:], y[validation_size:]), (x[:validation_size], y[:validation_size])
 
 
+def load_arrays(data: str, data_dir: str | os.PathLike | None = None, download: bool = True):
+    """``((x_train, y_train), (x_test, y_test)), classes, source`` for a dataset name or a folder of IDX files."""
+    if data in DATASETS:
+        spec = get_spec(data)
+        arrays = load_dataset(data, data_dir, download=download)
+        paths = locate(spec, data_dir)
+        return arrays, list(spec.classes), str(next(iter(paths.values())).parent) if paths else ""
+    if Path(data).is_dir():
+        arrays, classes = load_idx_folder(data)
+        return arrays, classes, str(Path(data).resolve())
+    names = ", ".join(sorted(DATASETS))
+    raise ConfigError(f"unknown data {data!r}: not a dataset name ({names}) and not a folder")
+
+
 def open_data(
     data: str = "fashion-mnist",
     data_dir: str | os.PathLike | None = None,
@@ -57,17 +71,6 @@ def open_data(
     download: bool = True,
 ) -> SplitData:
     """Load ``data`` (a dataset name or a folder of IDX files) and split off the validation set."""
-    if data in DATASETS:
-        (x_train, y_train), (x_test, y_test) = load_dataset(data, data_dir, download=download)
-        spec = get_spec(data)
-        paths = locate(spec, data_dir)
-        source = str(next(iter(paths.values())).parent) if paths else ""
-        classes = list(spec.classes)
-    elif Path(data).is_dir():
-        ((x_train, y_train), (x_test, y_test)), classes = load_idx_folder(data)
-        source = str(Path(data).resolve())
-    else:
-        names = ", ".join(sorted(DATASETS))
-        raise ConfigError(f"unknown data {data!r}: not a dataset name ({names}) and not a folder")
+    ((x_train, y_train), (x_test, y_test)), classes, source = load_arrays(data, data_dir, download)
     (x_tr, y_tr), (x_val, y_val) = split_validation(x_train, y_train, validation_size)
     return SplitData(data, classes, x_tr, y_tr, x_val, y_val, x_test, y_test, source)
