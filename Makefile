@@ -33,7 +33,9 @@ test: setup-test
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
+# The tests also drive a real browser: Debian's chromium (Playwright uses it; it downloads no browser).
 setup-test: setup
+	@command -v chromium >/dev/null 2>&1 || ./scripts/get-chromium.sh
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
