@@ -83,3 +83,16 @@ def real_data_dir() -> str:
     if REAL_DATA_DIR is None:
         pytest.fail("Fashion-MNIST not found: run `make setup` (it installs or downloads the dataset)")
     return REAL_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of ``tiny_run`` with its exported ``model.onnx`` (for the onnx engine)."""
+    import shutil
+
+    from fittingroom.export import export_onnx
+
+    run = tmp_path_factory.mktemp("tiny-onnx") / "run"
+    shutil.copytree(tiny_run, run)
+    export_onnx(run)
+    return run

@@ -29,8 +29,10 @@ from .evaluate import loss_and_accuracy, predict_logits
 from .fsutil import write_json, write_text
 from .models import count_params, create_model
 from .plots import save_learning_curves
+from .preprocess import Preprocessing
 from .summary import model_summary
 from .train import Trainer, seed_everything
+from .unsure import fit_rules
 
 
 @dataclass
@@ -48,12 +50,15 @@ def build_model(config: TrainConfig, data: SplitData) -> torch.nn.Module:
 
 def model_info(config: TrainConfig, data: SplitData, model: torch.nn.Module) -> dict[str, Any]:
     """What ``model.json`` records besides the weights."""
+    prep = Preprocessing.fit(data.x_train)  # how photos become inputs like these training images
+    val_probs = predict_logits(model, data.x_val, config.eval_batch_size, tta=config.tta).exp().numpy()
     return {
         "model": config.model,
         "model_args": {**config.model_args, "input_shape": list(data.input_shape), "num_classes": data.num_classes},
         "classes": list(data.classes),
         "input_shape": list(data.input_shape),
-        "preprocessing": {"scale": 255.0, "background": "dark", "colour": "grey"},
+        "preprocessing": prep.to_dict(),
+        "unsure": fit_rules(val_probs, data.y_val, data.x_train, prep.background, prep.threshold),
         "dataset": data.name,
         "params": count_params(model),
         "tta": config.tta,
