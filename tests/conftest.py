@@ -41,6 +41,17 @@ def write_idx_dataset(folder: Path, n_train: int = 240, n_test: int = 80, num_cl
     return folder
 
 
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header that claims ``width`` x ``height`` pixels, with almost no data behind it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory, monkeypatch):
     """Every test gets an empty user cache and no FITTINGROOM_* settings from the environment."""

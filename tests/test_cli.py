@@ -49,7 +49,8 @@ def test_train_then_predict_then_evaluate(tiny_data, tmp_path, capsys):
     records = json.loads(capsys.readouterr().out)
     assert [r["input"] for r in records] == ["test[0]", "test[1]", "test[2]"]
     for r in records:
-        assert set(r) == {"input", "label", "class", "probability", "top"}
+        assert set(r) - {"reason"} == {"input", "label", "class", "probability", "top", "unsure"}
+        assert ("reason" in r) == r["unsure"]
         assert r["top"][0]["label"] == r["label"] and len(r["top"]) == 3
         assert r["class"] in ("zero", "one", "two", "three")
 

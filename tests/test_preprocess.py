@@ -1,11 +1,10 @@
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import bomb_png
 from fittingroom.errors import ImageError
 from fittingroom.preprocess import ImageTooLarge, Preprocessing, load_image, open_image, prepare
 
@@ -100,20 +99,12 @@ def test_a_blank_image_gives_an_empty_input():
     assert not load_image(png_bytes(Image.new("RGB", (50, 40), "white"))).any()
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims ``width`` x ``height`` pixels (a decompression bomb's header) with almost no data."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
-
-
 @pytest.mark.parametrize("data, message", [
     (b"", "empty file"),
     (b"hello, not an image", "not a readable image"),
     (None, "truncated"),  # filled in below: a real PNG cut short
-    (_png_header_only(100_000, 100_000), "over the limit"),  # Pillow's own bomb check
-    (_png_header_only(8_000, 6_000), "8000x6000 pixels is over the limit"),  # ours, stricter
+    (bomb_png(100_000, 100_000), "over the limit"),  # Pillow's own bomb check
+    (bomb_png(8_000, 6_000), "8000x6000 pixels is over the limit"),  # ours, stricter
 ])
 def test_bad_images_raise_image_error(data, message):
     if data is None:

@@ -2,15 +2,15 @@ import asyncio
 import io
 import json
 import re
-import struct
+import socket
 import threading
-import zlib
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import bomb_png
 from fittingroom.data.splits import load_arrays
 from fittingroom.errors import ImageError
 from fittingroom.predict import Predictor
@@ -37,14 +37,6 @@ def png(image: np.ndarray, scale: int = 4) -> bytes:
     h, w = image.shape
     Image.fromarray(image).resize((w * scale, h * scale), Image.Resampling.NEAREST).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A valid PNG header that claims ``width`` x ``height`` pixels, with almost no data behind it."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
 
 
 def test_one_file_gives_the_same_object_as_predict_json(client, tiny_run, tiny_test, tmp_path, capsys):
@@ -96,7 +88,10 @@ def test_several_files_answer_an_array_and_a_bad_one_fails_alone(client, tiny_ru
      "2000x1500 pixels is over the limit of 2,000,000"),
     ("too many files", dict(files=[("files", (f"{i}.png", b"1", "image/png")) for i in range(5)]), 400,
      "Too many files"),
-    ("top_k out of range", dict(files={"file": ("a.png", b"1", "image/png")}, params={"top_k": 0}), 422, None),
+    ("top_k out of range", dict(files={"file": ("a.png", b"1", "image/png")}, params={"top_k": 0}), 422,
+     "top_k must be an integer from 1 to 4; received top_k='0'"),
+    ("image not a boolean", dict(files={"file": ("a.png", b"1", "image/png")}, params={"image": "maybe"}), 422,
+     "image must be true or false"),
 ])
 def test_bad_requests_get_a_4xx_with_a_json_detail(client, tiny_test, name, request_kw, status, detail):
     if request_kw == "truncated":
@@ -211,3 +206,9 @@ def test_serve_cli_rejects_bad_settings(tiny_run, capsys):
     assert "no such ONNX file" in capsys.readouterr().err
     assert main(["serve", str(tiny_run), "--max-batch", "0"]) == 1
     assert "--max-batch must be" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(tiny_run), "--port", str(port)]) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -129,36 +129,31 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS, 
     return img
 
 
-def _grey(img) -> np.ndarray:
-    """float32 (H, W) luminance in 0-255, EXIF-rotated, alpha composited onto a background that contrasts.
+def _grey(img):
+    """The image as 8-bit grey ("L"), EXIF-rotated, alpha composited onto a background that contrasts.
 
     A photo larger than ``WORK_SIDE`` is first reduced by an integer factor (box average) to at most that.
     """
-    from PIL import ImageOps
+    from PIL import Image, ImageOps
 
     img = ImageOps.exif_transpose(img)
     factor = -(-max(img.size) // WORK_SIDE)  # ceil
+
+    def reduce(im):
+        return im.reduce(factor) if factor > 1 else im
+
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = np.asarray(img.convert("RGBA").reduce(factor), dtype=np.float32)
-        alpha = rgba[..., 3] / 255.0
-        grey = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        rgba = reduce(img.convert("RGBA"))
+        grey, alpha = rgba.convert("L"), rgba.getchannel("A")
+        g, a = np.asarray(grey, dtype=np.float32), np.asarray(alpha, dtype=np.float32)
         # the transparent part is the background: white behind a dark object, black behind a light one
-        opaque = alpha.sum()
-        behind = 255.0 if opaque == 0 or (grey * alpha).sum() / opaque < 128 else 0.0
-        return grey * alpha + behind * (1 - alpha)
+        behind = 255 if a.sum() == 0 or (g * a).sum() / a.sum() < 128 else 0
+        return Image.composite(grey, Image.new("L", grey.size, behind), alpha)
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey: scale, do not clip, to 0-255
-        grey = np.asarray(img.convert("F").reduce(factor), dtype=np.float32)
-        return grey / 257.0 if grey.max() > 255 else grey
-    return np.asarray(img.convert("L").reduce(factor), dtype=np.float32)
-
-
-def _blur(a: np.ndarray, radius: int) -> np.ndarray:
-    """``a`` (0-255) averaged over a (2 radius + 1)^2 window, as uint8; ``a`` itself for radius 0."""
-    from PIL import Image, ImageFilter
-
-    if radius <= 0:
-        return a
-    return np.asarray(Image.fromarray(a.astype(np.uint8), "L").filter(ImageFilter.BoxBlur(radius)))
+        grey = np.asarray(reduce(img.convert("F")), dtype=np.float32)
+        grey = grey / 257.0 if grey.max() > 255 else grey
+        return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+    return reduce(img.convert("L"))
 
 
 def _border(a: np.ndarray) -> np.ndarray:
@@ -175,42 +170,52 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
 
 
-def _object(grey: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """Light-on-black object in 0-255 (float32): background found on the border, inverted if light, set to 0."""
-    level = float(np.median(_border(grey)))
+def _object(grey):
+    """The light-on-black object ("L"): background found on the border, inverted if light, mapped to 0."""
+    level = float(np.median(_border(np.asarray(grey))))
+    v = np.arange(256, dtype=np.float32)
     if level > 127:  # a light background: invert, so the object is light on dark like the training images
-        grey, level = 255.0 - grey, 255.0 - level
-    return np.clip((grey - level) * (255.0 / max(255.0 - level, 1.0)), 0, 255)
+        v, level = 255.0 - v, 255.0 - level
+    lut = np.clip(np.rint((v - level) * (255.0 / max(255.0 - level, 1.0))), 0, 255)  # a lookup table: one pass in C
+    return grey.point(lut.astype(np.uint8).tolist())
 
 
-def _crop_square(obj: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """The object cropped and centred on a canvas shaped like the input, with the training images' margin."""
-    h, w = obj.shape
+def _crop_square(obj, prep: Preprocessing):
+    """The object ("L") cropped and centred on a canvas shaped like the input, with the training images' margin."""
+    from PIL import Image, ImageFilter
+
+    a = np.asarray(obj)
+    h, w = a.shape
     if prep.crop:
         # object pixels: over the threshold themselves and on a blurred copy, so that isolated noise and JPEG
         # speckles are not "object" (the blur alone would also widen the object by its radius)
-        box = _box((obj > prep.threshold) & (_blur(obj, max(h, w) // 100) > prep.threshold))
+        mask = a > prep.threshold
+        radius = max(h, w) // 100
+        if radius:
+            mask &= np.asarray(obj.filter(ImageFilter.BoxBlur(radius))) > prep.threshold
+        box = _box(mask)
         if box is not None:
             top, bottom, left, right = box
-            obj = obj[top:bottom + 1, left:right + 1]
-            h, w = obj.shape
+            obj, a = obj.crop((left, top, right + 1, bottom + 1)), a[top:bottom + 1, left:right + 1]
+            h, w = a.shape
     cy, cx = (h - 1) / 2, (w - 1) / 2
-    if prep.crop and prep.centre == "mass" and obj.sum() > 0:
-        cy = float((obj.sum(axis=1) * np.arange(h)).sum() / obj.sum())
-        cx = float((obj.sum(axis=0) * np.arange(w)).sum() / obj.sum())
+    if prep.crop and prep.centre == "mass" and a.any():
+        weight = a.astype(np.float64)
+        cy = float((weight.sum(axis=1) * np.arange(h)).sum() / weight.sum())
+        cx = float((weight.sum(axis=0) * np.arange(w)).sum() / weight.sum())
     # a canvas shaped like the input (square for 28x28) where the object's longest side is `fill` of the
     # frame, larger only if the object would not fit around its centre of mass
     ratio = prep.size[1] / prep.size[0]  # W / H
     fill = prep.fill if prep.crop else 1.0
     ch = max(h / fill, w / fill / ratio, 2 * max(cy, h - 1 - cy) + 1, (2 * max(cx, w - 1 - cx) + 1) / ratio)
     nh, nw = max(h, int(np.ceil(ch))), max(w, int(np.ceil(ch * ratio)))
-    canvas = np.zeros((nh, nw), dtype=np.float32)
     if prep.centre == "mass":
         top, left = int(np.floor((nh - 1) / 2 - cy + 0.5)), int(np.floor((nw - 1) / 2 - cx + 0.5))
         top, left = min(max(top, 0), nh - h), min(max(left, 0), nw - w)
     else:  # an odd margin puts its extra pixel at the top and left, as in Fashion-MNIST
         top, left = (nh - h + 1) // 2, (nw - w + 1) // 2
-    canvas[top:top + h, left:left + w] = obj
+    canvas = Image.new("L", (nw, nh), 0)
+    canvas.paste(obj, (left, top))
     return canvas
 
 
@@ -218,13 +223,13 @@ def prepare(img, prep: Preprocessing = Preprocessing()) -> np.ndarray:
     """A PIL image as the model's input: uint8 (H, W), light object on the training background."""
     from PIL import Image
 
-    square = _crop_square(_object(_grey(img), prep), prep)
+    square = _crop_square(_object(_grey(img)), prep)
     h, w = prep.size
     # LANCZOS antialiasing; reducing_gap first box-averages by an integer factor (same result, far faster)
-    small = np.asarray(Image.fromarray(square, "F").resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0),
-                       dtype=np.float32)
-    small = prep.background + np.clip(small, 0, 255) * ((255 - prep.background) / 255.0)
-    return np.rint(small).astype(np.uint8)
+    small = square.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if prep.background:  # 0 stays the training images' background level
+        small = small.point([round(prep.background + v * (255 - prep.background) / 255) for v in range(256)])
+    return np.array(small, dtype=np.uint8)
 
 
 def load_image(source: str | os.PathLike | bytes, prep: Preprocessing = Preprocessing(),

@@ -62,14 +62,15 @@ def reasons(images: np.ndarray, probs: np.ndarray, rules: dict[str, Any], backgr
             threshold: int = 13) -> list[str | None]:
     """For each input, why its prediction is unsure (one sentence), or None when it is not."""
     stats = image_stats(images, background, threshold) if rules["ranges"] else {}
-    out: list[str | None] = []
-    for i, p in enumerate(probs):
-        why = []
-        for name, (lo, hi) in rules["ranges"].items():
-            value = float(stats[name][i])
-            if not lo <= value <= hi:
-                why.append(f"{LABELS.get(name, name)} {value:.3f} is outside the training images' {lo:.3f}-{hi:.3f}")
-        if float(p.max()) < rules["min_probability"]:
-            why.append(f"top probability {float(p.max()):.2f} is below {rules['min_probability']:.2f}")
-        out.append("; ".join(why) or None)
+    top = probs.max(axis=1)
+    flagged = top < rules["min_probability"]
+    for name, (lo, hi) in rules["ranges"].items():
+        flagged |= (stats[name] < lo) | (stats[name] > hi)
+    out: list[str | None] = [None] * len(probs)
+    for i in np.flatnonzero(flagged):  # sentences only for the few that need one
+        why = [f"{LABELS.get(name, name)} {float(stats[name][i]):.3f} is outside the training images' {lo:.3f}-{hi:.3f}"
+               for name, (lo, hi) in rules["ranges"].items() if not lo <= stats[name][i] <= hi]
+        if top[i] < rules["min_probability"]:
+            why.append(f"top probability {float(top[i]):.2f} is below {rules['min_probability']:.2f}")
+        out[i] = "; ".join(why)
     return out

@@ -65,6 +65,11 @@ def _print_table(records: list[dict]) -> None:
         print(f"{str(r['input']):{width}s}  {r['label']:>5d}  {r['class']:12s}  {r['probability']:.4f}{flag}")
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", default="torch", help="torch (default) or onnx (RUN/model.onnx, see export)")
+    parser.add_argument("--onnx", metavar="FILE", help="the ONNX file for --engine onnx (default RUN/model.onnx)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify photos, folders of photos, or test-set entries with a trained run",
                        description="Photos of any size (PNG, JPEG, WebP, BMP, GIF) are preprocessed as the run's "
@@ -76,7 +81,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON array, one object per input")
     p.add_argument("--csv", nargs="?", const="-", metavar="FILE",
                    help="CSV, one row per input, to FILE (or stdout without FILE)")
-    p.add_argument("--engine", default="torch", help="torch (default) or onnx (uses RUN/model.onnx, see export)")
-    p.add_argument("--onnx", metavar="FILE", help="the ONNX file for --engine onnx (default RUN/model.onnx)")
+    add_engine_arguments(p)
     p.add_argument("--data-dir", help="where the dataset is, for --test-index")
     p.set_defaults(func=cmd_predict)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import HTTPException, Query, Request
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
@@ -60,6 +60,17 @@ def _png_data_url(image: np.ndarray) -> str:
 
 def _status(exc: ImageError) -> int:
     return 413 if isinstance(exc, ImageTooLarge) else 422
+
+
+def _query(params, n_classes: int) -> tuple[int, bool]:
+    """``top_k`` (1..n_classes, default 3) and ``image`` (a boolean, default false) from the query string."""
+    top_k = params.get("top_k", "3")
+    if not top_k.isdigit() or not 1 <= int(top_k) <= n_classes:
+        raise HTTPException(422, f"top_k must be an integer from 1 to {n_classes}; received top_k={top_k!r}")
+    image = params.get("image", "false").lower()
+    if image not in ("true", "false", "1", "0", "yes", "no"):
+        raise HTTPException(422, f"image must be true or false; received image={image!r}")
+    return min(int(top_k), n_classes), image in ("true", "1", "yes")
 
 
 def create_app(run: str | os.PathLike, engine: str = "torch", onnx_path: str | os.PathLike | None = None,
@@ -116,9 +127,18 @@ def create_app(run: str | os.PathLike, engine: str = "torch", onnx_path: str | o
             out.append((upload.filename or "upload", await upload.read()))
         return out, several
 
-    @app.post("/v1/predict", openapi_extra=UPLOAD_SCHEMA, summary="Classify one image (`file`) or several (`files`)")
-    async def predict(request: Request, top_k: int = Query(3, ge=1, le=len(predictor.classes)),
-                      image: bool = Query(False, description="include the 28x28 input as a PNG data URL")) -> Any:
+    n_classes = len(predictor.classes)
+    query_doc = {"parameters": [
+        {"name": "top_k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": n_classes, "default": 3},
+         "description": "how many classes to list"},
+        {"name": "image", "in": "query", "schema": {"type": "boolean", "default": False},
+         "description": "include the model's input image as a PNG data URL"}]}
+
+    @app.post("/v1/predict", openapi_extra={**UPLOAD_SCHEMA, **query_doc},
+              summary="Classify one image (`file`) or several (`files`)")
+    async def predict(request: Request) -> Any:
+        # the query is read by hand: FastAPI's parameter machinery costs more than the rest of a small request
+        top_k, image = _query(request.query_params, n_classes)
         uploads, several = await read_uploads(request)
         # all of a request's images go to the batcher at once, so they share a forward pass
         results = await asyncio.gather(*(_submit(batcher, name, data) for name, data in uploads))
