@@ -56,11 +56,11 @@ def write_photos(images: np.ndarray, folder: Path, seed: int = 0) -> list[Path]:
 def photo_accuracy(run: str, n: int = 1000, engine: str = "torch", data_dir: str | None = None,
                    seed: int = 0) -> dict:
     """Accuracy on the first ``n`` test arrays and on photo-like images made from them."""
-    from fittingroom.data.splits import load_arrays
+    from fittingroom.pipeline import run_test_set
     from fittingroom.predict import Predictor
 
     predictor = Predictor(run, engine=engine)
-    (_, (x_test, y_test)), _, _ = load_arrays(predictor.info.get("dataset", "fashion-mnist"), data_dir)
+    x_test, y_test = run_test_set(run, data_dir)
     x, y = x_test[:n], y_test[:n].astype(int)
     raw = predictor.predict_arrays(x)
     with tempfile.TemporaryDirectory() as tmp:

@@ -41,10 +41,9 @@ def test_photo(run: str, side: int, data_dir: str | None = None) -> bytes:
     sys.path.insert(0, str(Path(__file__).parent))
     from photo_accuracy import photo_like
 
-    from fittingroom.artifacts import read_model_info
-    from fittingroom.data.splits import load_arrays
+    from fittingroom.pipeline import run_test_set
 
-    (_, (x_test, _)), _, _ = load_arrays(read_model_info(run).get("dataset", "fashion-mnist"), data_dir)
+    x_test, _ = run_test_set(run, data_dir)
     photo = photo_like(x_test[0], np.random.default_rng(0))
     photo = photo.resize((side, round(side * photo.height / photo.width)), Image.Resampling.LANCZOS)
     buf = io.BytesIO()

@@ -7,8 +7,8 @@ import pytest
 
 from fittingroom import create_model, list_models
 from fittingroom.cli import main
-from fittingroom.data.splits import load_arrays
 from fittingroom.export import ExportError, check_onnx, export_onnx, to_onnx
+from fittingroom.pipeline import run_test_set
 from fittingroom.predict import Predictor
 
 
@@ -33,7 +33,7 @@ def test_export_writes_a_checked_model_with_a_dynamic_batch_and_metadata(tiny_ru
 def test_onnx_engine_predicts_what_torch_predicts(tiny_onnx_run):
     run = tiny_onnx_run
     torch_p, onnx_p = Predictor(run), Predictor(run, engine="onnx")
-    (_, (x_test, _)), _, _ = load_arrays(torch_p.info["dataset"])
+    x_test, _ = run_test_set(run)
     a, b = torch_p.predict_arrays(x_test), onnx_p.predict_arrays(x_test)
     assert [r["label"] for r in a] == [r["label"] for r in b]
     assert max(abs(r["probability"] - s["probability"]) for r, s in zip(a, b)) < 1e-4

@@ -9,7 +9,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from fittingroom.data.splits import load_arrays
+from fittingroom.pipeline import run_test_set
 from fittingroom.predict import Predictor
 from fittingroom.serve import create_app
 
@@ -68,7 +68,7 @@ def page(browser, server):
 
 def test_uploading_a_photo_shows_its_class(page, tiny_run, tmp_path):
     predictor = Predictor(tiny_run)
-    (_, (x_test, _)), _, _ = load_arrays(predictor.info["dataset"])
+    x_test, _ = run_test_set(tiny_run)
     photo = tmp_path / "garment.jpg"
     Image.fromarray(x_test[5]).resize((280, 280), Image.Resampling.BICUBIC).convert("RGB").save(photo, quality=92)
     expected = predictor.predict_files([photo], top_k=4)[0]

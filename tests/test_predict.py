@@ -10,7 +10,7 @@ from PIL import Image
 
 from fittingroom import load_model
 from fittingroom.cli import main
-from fittingroom.data.splits import load_arrays
+from fittingroom.pipeline import run_test_set
 from fittingroom.predict import Predictor, expand_inputs, prediction_record, records_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +25,8 @@ def benchmark(name: str):
 
 
 def tiny_test_set(run: Path):
-    predictor = Predictor(run)
-    (_, (x_test, y_test)), _, _ = load_arrays(predictor.info["dataset"])
-    return predictor, x_test, y_test
+    x_test, y_test = run_test_set(run)
+    return Predictor(run), x_test, y_test
 
 
 def write_pngs(folder: Path, images: np.ndarray, scale: int = 3) -> list[str]:

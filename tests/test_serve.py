@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import bomb_png
-from fittingroom.data.splits import load_arrays
 from fittingroom.errors import ImageError
+from fittingroom.pipeline import run_test_set
 from fittingroom.predict import Predictor
 from fittingroom.serve import Limits, create_app
 from fittingroom.serve.batching import MicroBatcher
@@ -22,8 +22,7 @@ LIMITS = Limits(max_file_bytes=200_000, max_request_bytes=600_000, max_files=4, 
 
 @pytest.fixture(scope="module")
 def tiny_test(tiny_run):
-    (_, (x_test, y_test)), _, _ = load_arrays(json.loads((tiny_run / "model.json").read_text())["dataset"])
-    return x_test, y_test
+    return run_test_set(tiny_run)
 
 
 @pytest.fixture(scope="module")

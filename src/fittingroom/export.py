@@ -139,9 +139,9 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, da
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
     if images is None:
-        from .data.splits import load_arrays
+        from .pipeline import run_test_set
 
-        (_, (x_test, _)), _, _ = load_arrays(info.get("dataset", "fashion-mnist"), data_dir)
+        x_test, _ = run_test_set(run, data_dir)
         images = x_test[:n_check]
     data = to_onnx(module, info, opset)
     diff = check_onnx(data, module, info, np.asarray(images), tolerance)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from .artifacts import RunPaths, default_run_dir, save_model
 from .callbacks import CSVLogger, EarlyStopping, ProgressLogger, ReduceLROnPlateau, TerminateOnNaN
 from .config import TrainConfig
 from .data import SplitData, open_data
+from .data.datasets import DATASETS
+from .data.splits import FolderOptions, load_arrays
 from .device import describe, resolve_device
 from .errors import RunError
 from .evaluate import loss_and_accuracy, predict_logits
@@ -40,6 +44,29 @@ class RunResult:
     path: Path
     metrics: dict[str, Any]
     history: dict[str, list[float]]
+
+
+def load_data(config: TrainConfig) -> SplitData:
+    """The data a configuration names, split as it says."""
+    options = FolderOptions(config.val_fraction, config.test_fraction, config.split_seed, config.class_names,
+                            memory_limit_mb=config.memory_limit_mb, workers=config.workers)
+    return open_data(config.data, config.data_dir, config.validation_size, options=options)
+
+
+def run_test_set(run_dir: str | os.PathLike, data_dir: str | None = None):
+    """``(x_test, y_test)`` of the data a saved run was trained on (splits are seeded, so it is the same test set)."""
+    paths = RunPaths(run_dir)
+    if paths.config.is_file():
+        config = TrainConfig.load(paths.config).replace(data_dir=data_dir)
+    else:  # a bare model folder: its model.json names the dataset
+        from .artifacts import read_model_info
+
+        config = TrainConfig(data=read_model_info(run_dir).get("dataset", "fashion-mnist"), data_dir=data_dir)
+    if config.data in DATASETS:
+        (_, (x_test, y_test)), _, _ = load_arrays(config.data, config.data_dir)
+        return x_test, y_test
+    data = load_data(config)
+    return data.x_test, data.y_test
 
 
 def build_model(config: TrainConfig, data: SplitData) -> torch.nn.Module:
@@ -65,12 +92,6 @@ def model_info(config: TrainConfig, data: SplitData, model: torch.nn.Module) -> 
     }
 
 
-def _setup_torch(config: TrainConfig) -> None:
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    seed_everything(config.seed, config.deterministic)
-
-
 def train_run(
     config: TrainConfig | None = None,
     out: str | os.PathLike | None = None,
@@ -94,16 +115,16 @@ def train_run(
         if not paths.config.is_file():
             raise RunError(f"{resume}: not a run folder (no config.json); pass the folder `fittingroom train` created")
         config = TrainConfig.load(paths.config)
-        if not paths.checkpoint.is_file():
-            raise RunError(f"{resume}: no checkpoint, the run never completed an epoch; start it again without --resume")
     config = (config or TrainConfig.from_preset("seed")).validate()
-    _setup_torch(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     dist, device = distributed.setup(device)
     is_main = dist is None or dist.is_main
     say = print if (verbose and is_main) else (lambda *a, **k: None)
     try:
-        data = data or open_data(config.data, config.data_dir, config.validation_size)
+        data = data or load_data(config)
+        seed_everything(config.seed, config.deterministic)  # after loading: a DataLoader draws from the global RNG
         model = build_model(config, data)
         summary = model_summary(model, data.input_shape, name=config.model)
         say(summary)
@@ -111,11 +132,7 @@ def train_run(
         if resume is None:
             paths = RunPaths(out or default_run_dir(config.preset))
             if is_main:
-                if paths.model_json.exists() or paths.checkpoint.exists():
-                    raise RunError(f"{paths.root}: already holds a run; choose another --out, or --resume it")
-                paths.root.mkdir(parents=True, exist_ok=True)
-                write_json(paths.config, config.to_dict())
-                write_text(paths.summary, summary + "\n")
+                create_run_folder(paths, config, summary)
         callbacks = [TerminateOnNaN()]
         if verbose and is_main:
             callbacks.append(ProgressLogger())
@@ -127,9 +144,11 @@ def train_run(
             callbacks.append(EarlyStopping(patience=config.early_stopping, restore_best_weights=True))
         callbacks += extra_callbacks or []
         trainer = Trainer(model, data, config, device, callbacks, paths.checkpoint, dist, verbose)
-        if resume is not None:
+        if resume is not None and paths.checkpoint.is_file():
             trainer.load_checkpoint(paths.checkpoint)
             say(f"Resuming {paths.root} after epoch {trainer.epoch}/{config.epochs}")
+        elif resume is not None:
+            say(f"Resuming {paths.root}: no epoch was complete, starting from the first")
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         say(f"Training {config.model} on {data.name} ({len(data.x_train):,} training, {len(data.x_val):,} validation images) "
             f"on {describe(device)}, {trainer.precision}" + (f", {dist.world_size} processes" if dist else ""))
@@ -140,6 +159,28 @@ def train_run(
         return RunResult(paths.root, metrics, history)
     finally:
         distributed.teardown(dist)
+
+
+def create_run_folder(paths: RunPaths, config: TrainConfig, summary: str) -> None:
+    """Make the run folder with its config.json and summary.txt, all at once.
+
+    The files are written into a hidden sibling folder that is then renamed, so a
+    run folder, from its first moment, always holds its configuration and can be resumed.
+    """
+    root = paths.root
+    if root.exists() and any(root.iterdir()):
+        raise RunError(f"{root}: already exists and is not empty; choose another --out, or --resume a run in it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".creating", dir=root.parent))
+    try:
+        write_json(staging / paths.config.name, config.to_dict())
+        write_text(staging / paths.summary.name, summary + "\n")
+        if root.exists():
+            root.rmdir()  # an empty folder the user made for the run
+        staging.rename(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: TrainConfig, device: torch.device,

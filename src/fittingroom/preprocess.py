@@ -72,8 +72,7 @@ class Preprocessing:
         their bounding box or their centre of mass); ``fill`` is the median longest side of their boxes.
         ``threshold`` is raised above a noisy background (4 times the border's spread).
         """
-        images = np.asarray(images)
-        images = images[::max(1, len(images) // 10_000)]  # 10,000 evenly spaced images are plenty
+        images = np.asarray(images[np.arange(0, len(images), max(1, len(images) // 5000))])  # 5,000 are plenty
         n, h, w = images.shape
         border = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1)
         background = int(np.median(border))

@@ -38,7 +38,8 @@ def fit_rules(val_probs: np.ndarray, val_labels: np.ndarray, train_images: np.nd
     top = val_probs.max(axis=1)
     correct = val_probs.argmax(axis=1) == np.asarray(val_labels)
     min_probability = float(np.quantile(top[correct], quantile)) if correct.any() else DEFAULT_RULES["min_probability"]
-    stats = image_stats(train_images[::max(1, len(train_images) // 10_000)], background, threshold)
+    sample = np.asarray(train_images[np.arange(0, len(train_images), max(1, len(train_images) // 5000))])
+    stats = image_stats(sample, background, threshold)
     ranges = {name: [round(float(np.quantile(v, 0.001)), 4), round(float(np.quantile(v, 0.999)), 4)]
               for name, v in stats.items()}
     return {

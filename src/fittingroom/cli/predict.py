@@ -11,7 +11,6 @@ from ..errors import ConfigError
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..data.splits import load_arrays
     from ..engine import ENGINES
     from ..fsutil import write_text
     from ..predict import IMAGE_SUFFIXES, Predictor, records_csv
@@ -27,7 +26,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(args.run, engine=args.engine, onnx_path=args.onnx)
     records = []
     if args.test_index:
-        (_, (x_test, _)), _, _ = load_arrays(predictor.info.get("dataset", "fashion-mnist"), args.data_dir)
+        from ..pipeline import run_test_set
+
+        x_test, _ = run_test_set(args.run, args.data_dir)
         bad = [i for i in args.test_index if not 0 <= i < len(x_test)]
         if bad:
             raise ConfigError(f"--test-index must be in 0..{len(x_test) - 1}; received {bad[0]}")

@@ -6,11 +6,10 @@ import argparse
 import json
 
 
-def _test_set(info: dict, data_dir: str | None):
-    from ..data.splits import load_arrays
+def _test_set(run: str, data_dir: str | None):
+    from ..pipeline import run_test_set
 
-    (_, (x_test, y_test)), _, _ = load_arrays(info.get("dataset", "fashion-mnist"), data_dir)
-    return x_test, y_test
+    return run_test_set(run, data_dir)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -18,7 +17,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
 
     model = load_model(args.run)
-    x_test, y_test = _test_set(model.info, args.data_dir)
+    x_test, y_test = _test_set(args.run, args.data_dir)
     result = evaluate(model.module, x_test, y_test, tta=bool(model.info.get("tta")))
     if args.json:
         print(json.dumps({"test_accuracy": result["accuracy"], "test_loss": result["loss"]}))
