@@ -38,8 +38,9 @@ def load_image(path: str | os.PathLike | bytes, input_shape: tuple[int, int] = (
 def prediction_record(source: Any, probs: np.ndarray, classes: list[str], k: int = 3,
                       reason: str | None = None) -> dict[str, Any]:
     """One prediction as ``{"input", "label", "class", "probability", "top": [...], "unsure"}``."""
-    order = np.argsort(-probs, kind="stable")[:max(1, k)]
-    top = [{"label": int(i), "class": classes[i], "probability": round(float(probs[i]), 6)} for i in order]
+    p = probs.tolist()  # a Python sort of ~10 floats: unlike np.argsort it never releases the GIL (the server's
+    order = sorted(range(len(p)), key=lambda i: -p[i])[:max(1, k)]  # event loop would wait to get it back)
+    top = [{"label": i, "class": classes[i], "probability": round(p[i], 6)} for i in order]
     record = {"input": source, **top[0], "top": top, "unsure": reason is not None}
     if reason is not None:
         record["reason"] = reason
