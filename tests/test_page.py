@@ -1,5 +1,6 @@
 """The page end to end in headless Chromium (Debian's, driven by Playwright): upload, draw, no JavaScript errors."""
 
+import io
 import socket
 import threading
 import time
@@ -82,6 +83,23 @@ def test_uploading_a_photo_shows_its_class(page, tiny_run, tmp_path):
     assert bars.first.locator(".name").text_content() == expected["class"]
     assert page.get_attribute("#model-input", "src").startswith("data:image/png;base64,")
     assert page.is_visible("#preview")
+    assert page.errors == [] and page.foreign == []
+
+
+def test_dropping_a_photo_shows_its_class(page, tiny_run):
+    x_test, _ = run_test_set(tiny_run)
+    expected = Predictor(tiny_run).predict_arrays(x_test[7:8])[0]["class"]
+    png = Image.fromarray(x_test[7]).resize((112, 112), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    png.save(buf, format="PNG")
+    page.evaluate("""async (bytes) => {  // what a browser does when a file is dragged onto the drop zone
+        const file = new File([new Uint8Array(bytes)], "dropped.png", { type: "image/png" });
+        const data = new DataTransfer();
+        data.items.add(file);
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true }));
+    }""", list(buf.getvalue()))
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.text_content("#result-class") == expected
     assert page.errors == [] and page.foreign == []
 
 
