@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, distributed
+from . import __version__, distributed, tracking
 from .artifacts import RunPaths, default_run_dir, save_model
 from .callbacks import CSVLogger, EarlyStopping, ProgressLogger, ReduceLROnPlateau, TerminateOnNaN
 from .config import TrainConfig
@@ -73,6 +73,7 @@ def train_run(
     verbose: bool = True,
     data: SplitData | None = None,
     extra_callbacks: list | None = None,
+    evaluate_test: bool = True,
 ) -> RunResult:
     """Train, evaluate and save a run; returns its folder and metrics.
 
@@ -83,6 +84,7 @@ def train_run(
         verbose: print the summary, the progress and the results.
         data: already loaded data (default: load what ``config.data`` names).
         extra_callbacks: more :class:`~fittingroom.callbacks.Callback` objects for the loop.
+        evaluate_test: evaluate on the test set at the end (a hyperparameter search's trials do not).
     """
     if resume is not None:
         paths = RunPaths(resume)
@@ -92,11 +94,13 @@ def train_run(
         if not paths.checkpoint.is_file():
             raise RunError(f"{resume}: no checkpoint, the run never completed an epoch; start it again without --resume")
     config = (config or TrainConfig.from_preset("seed")).validate()
+    tracking.require(config)
     _setup_torch(config)
     device = resolve_device(config.device)
     dist, device = distributed.setup(device)
     is_main = dist is None or dist.is_main
     say = print if (verbose and is_main) else (lambda *a, **k: None)
+    trackers: list = []
     try:
         data = data or open_data(config.data, config.data_dir, config.validation_size)
         model = build_model(config, data)
@@ -105,9 +109,12 @@ def train_run(
 
         if resume is None:
             paths = RunPaths(out or default_run_dir(config.preset))
+            if is_main and (paths.model_json.exists() or paths.checkpoint.exists()):
+                raise RunError(f"{paths.root}: already holds a run; choose another --out, or --resume it")
+        if is_main:  # before the folder is written: a tracker that cannot start leaves nothing behind
+            trackers = tracking.tracking_callbacks(config, paths.root, data.classes)
+        if resume is None:
             if is_main:
-                if paths.model_json.exists() or paths.checkpoint.exists():
-                    raise RunError(f"{paths.root}: already holds a run; choose another --out, or --resume it")
                 paths.root.mkdir(parents=True, exist_ok=True)
                 write_json(paths.config, config.to_dict())
                 write_text(paths.summary, summary + "\n")
@@ -120,7 +127,7 @@ def train_run(
             callbacks.append(ReduceLROnPlateau(patience=config.reduce_lr_on_plateau, factor=0.2))
         if config.early_stopping:
             callbacks.append(EarlyStopping(patience=config.early_stopping, restore_best_weights=True))
-        callbacks += extra_callbacks or []
+        callbacks += trackers + (extra_callbacks or [])
         trainer = Trainer(model, data, config, device, callbacks, paths.checkpoint, dist, verbose)
         if resume is not None:
             trainer.load_checkpoint(paths.checkpoint)
@@ -131,27 +138,33 @@ def train_run(
         history = trainer.fit()
         if not is_main:
             return RunResult(paths.root, {}, history)
-        metrics = finish_run(paths, trainer, data, config, device, started, verbose)
+        metrics = finish_run(paths, trainer, data, config, device, started, verbose, evaluate_test)
+        for tracker in trackers:
+            tracker.log_results(metrics)
         return RunResult(paths.root, metrics, history)
     finally:
+        for tracker in trackers:
+            tracker.close()
         distributed.teardown(dist)
 
 
 def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: TrainConfig, device: torch.device,
-               started: str, verbose: bool) -> dict[str, Any]:
-    """Evaluate on the test set, save model, metrics and curves, and show the first predictions."""
+               started: str, verbose: bool, evaluate_test: bool = True) -> dict[str, Any]:
+    """Evaluate on the test set (unless told not to), save model, metrics and curves, and show the first predictions."""
     say = print if verbose else (lambda *a, **k: None)
     model, precision = trainer.raw_model, trainer.precision
     t0 = time.perf_counter()
-    test_logp = predict_logits(model, data.x_test, config.eval_batch_size, device, precision, tta=config.tta)
-    test_loss, test_accuracy = loss_and_accuracy(test_logp, data.y_test)
+    test: dict[str, float] = {}
+    if evaluate_test:
+        test_logp = predict_logits(model, data.x_test, config.eval_batch_size, device, precision, tta=config.tta)
+        test_loss, test_accuracy = loss_and_accuracy(test_logp, data.y_test)
+        test = {"test_accuracy": test_accuracy, "test_loss": test_loss}
     val_loss, val_accuracy = loss_and_accuracy(
         predict_logits(model, data.x_val, config.eval_batch_size, device, precision, tta=config.tta), data.y_val)
     eval_seconds = time.perf_counter() - t0
     epochs = len(trainer.history.get("loss", []))
     metrics = {
-        "test_accuracy": test_accuracy,
-        "test_loss": test_loss,
+        **test,  # absent when the test set was not looked at
         "val_accuracy": val_accuracy,
         "val_loss": val_loss,
         "accuracy": trainer.history["accuracy"][-1],
@@ -175,10 +188,11 @@ def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: Train
     save_model(paths.root, model, model_info(config, data, model))
     save_learning_curves(paths.curves, trainer.history, title=f"{config.model} on {data.name} ({config.preset})")
     write_json(paths.metrics, metrics)
-    say(f"Test accuracy: {test_accuracy:.4f} - test loss: {test_loss:.4f}")
-    first = test_logp[:3].argmax(1).numpy()
-    say("Predicted classes of the first 3 test images:")
-    say(np.array2string(first))
-    say(np.array2string(np.array(data.classes)[first]))
+    if test:
+        say(f"Test accuracy: {test['test_accuracy']:.4f} - test loss: {test['test_loss']:.4f}")
+        first = test_logp[:3].argmax(1).numpy()
+        say("Predicted classes of the first 3 test images:")
+        say(np.array2string(first))
+        say(np.array2string(np.array(data.classes)[first]))
     say(f"Run saved in {paths.root}")
     return metrics

@@ -14,9 +14,9 @@ import sys
 
 from .. import __version__
 from ..errors import FittingroomError
-from . import data, run, train
+from . import data, run, train, tune
 
-COMMANDS = (train, run, data)
+COMMANDS = (train, run, data, tune)
 
 
 def build_parser() -> argparse.ArgumentParser:
