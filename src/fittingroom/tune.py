@@ -18,6 +18,7 @@ is the base configuration itself, so the search reports how far it got beyond it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -165,8 +166,7 @@ def tune(
 
     url = storage_url(storage, paths)
     rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with _quietly(optuna):
         study = optuna.create_study(
             storage=rdb, study_name=STUDY_NAME, direction="maximize", load_if_exists=True,
             # multivariate TPE models parameters jointly (lr and batch size interact); the constant liar keeps
@@ -219,15 +219,24 @@ def tune(
             study.stop()
 
     if _count(rdb, "DONE") < trials:
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial comes from `progress`
-        try:
+        with _quietly(optuna):
             study.optimize(objective, timeout=timeout, callbacks=[progress], catch=(NonFiniteLoss, ConfigError))
-        finally:
-            optuna.logging.set_verbosity(verbosity)
     summary = finish_study(study, paths, config, data, url, time.perf_counter() - started)
     _say_result(say, summary, paths)
     return TuneResult(paths.root, TrainConfig.load(paths.best_config), summary)
+
+
+@contextlib.contextmanager
+def _quietly(optuna):
+    """Optuna without its log lines (``tune`` prints one line per trial) and experimental-feature warnings."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _count(rdb, which: str) -> int:
