@@ -193,6 +193,17 @@ def test_a_study_refuses_to_continue_with_other_settings(base, tmp_path):
         tune(base, out=tmp_path / "study", space=parse_space({"lr": SPACE["lr"]}), trials=2, verbose=False)
 
 
+def test_a_study_begun_before_a_setting_existed_continues(base, tmp_path):
+    tune(base, out=tmp_path / "study", space=parse_space(SPACE), trials=1, verbose=False)
+    study_json = StudyPaths(tmp_path / "study").study_json
+    identity = json.loads(study_json.read_text())
+    del identity["base_config"]["label_smoothing"]  # as written by a version without that setting
+    study_json.write_text(json.dumps(identity))
+    assert tune(base, out=tmp_path / "study", space=parse_space(SPACE), trials=1, verbose=False).summary
+    with pytest.raises(ConfigError, match="label_smoothing differ"):
+        tune(base.replace(label_smoothing=0.1), out=tmp_path / "study", space=parse_space(SPACE), trials=1, verbose=False)
+
+
 def test_cli_tune_then_train_with_the_best_config(tiny_data, tmp_path, capsys):
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"lr": SPACE["lr"]}))

@@ -88,12 +88,14 @@ class TensorBoardLogger(Callback):
 
     def predictions_figure(self):
         """The first validation images, titled ``predicted (true)``, green when right and red when wrong."""
+        import torch
+
         from .evaluate import predict_logits
         from .plots import plt
 
         t = self.trainer
         n = min(self.samples, len(t.x_val))
-        images = t.x_val[:n]  # (n, H, W) uint8 on the device
+        images = torch.as_tensor(t.x_val[:n])  # (n, H, W) uint8 (a streamed folder's images are decoded here)
         predicted = predict_logits(t.raw_model, images, device=t.device, precision=t.precision).argmax(1).numpy()
         fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 2.0), squeeze=False)
         for ax, image, p, y in zip(axes[0], images.cpu().numpy(), predicted, t.y_val[:n]):

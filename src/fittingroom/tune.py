@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -28,21 +29,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .artifacts import load_model
 from .callbacks import Callback, NonFiniteLoss
 from .config import TrainConfig
-from .data import open_data
 from .errors import ConfigError, RunError
 from .evaluate import evaluate
 from .fsutil import write_json
-from .pipeline import train_run
+from .pipeline import load_data, train_run
 from .search_space import Param, apply_params, base_value, resolve_space, space_to_dict
 from .train import TrainingInterrupted
 
 STUDY_NAME = "fittingroom"
 OBJECTIVE = "val_accuracy"  # maximised
 # Settings that may differ between the processes or reruns of one study: they do not change the results.
-RUNTIME_FIELDS = ("threads", "device", "tensorboard", "mlflow", "eval_batch_size")
+RUNTIME_FIELDS = ("threads", "device", "tensorboard", "mlflow", "eval_batch_size", "workers", "memory_limit_mb")
 
 
 class StudyPaths:
@@ -108,8 +110,8 @@ def _check_identity(paths: StudyPaths, config: TrainConfig, space: dict[str, Par
     identity = {"base_config": base, "space": space_to_dict(space)}
     if paths.study_json.is_file():
         saved = json.loads(paths.study_json.read_text())
-        saved["base_config"] = {k: v for k, v in saved["base_config"].items() if k not in RUNTIME_FIELDS}
-        changed = sorted({k for k in base if saved["base_config"].get(k) != base[k]}
+        defaults = TrainConfig().to_dict()  # a setting newer than the study had its default value there
+        changed = sorted({k for k in base if saved["base_config"].get(k, defaults[k]) != base[k]}
                          | ({"search space"} if saved["space"] != identity["space"] else set()))
         if changed:
             raise ConfigError(f"{paths.root} holds a study with other settings ({', '.join(changed)} differ); "
@@ -162,7 +164,7 @@ def tune(
     space = space if isinstance(space, dict) else resolve_space(space, config)
     paths = StudyPaths(out or Path("runs") / f"tune-{config.preset}")
     _check_identity(paths, config, space)
-    say = print if verbose else (lambda *a, **k: None)
+    say = functools.partial(print, flush=True) if verbose else (lambda *a, **k: None)
 
     url = storage_url(storage, paths)
     rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
@@ -179,8 +181,9 @@ def tune(
         baseline = {n: base_value(config, n) for n, p in space.items() if p.contains(base_value(config, n))}
         study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
 
-    data = open_data(config.data, config.data_dir, config.validation_size)
-    blind = dataclasses.replace(data, x_test=data.x_test[:0], y_test=data.y_test[:0])  # trials get no test set
+    data = load_data(config)
+    no_images = np.zeros((0, *data.input_shape), dtype=np.uint8)
+    blind = dataclasses.replace(data, x_test=no_images, y_test=data.y_test[:0])  # the trials get no test set
 
     def objective(trial) -> float:
         params = {name: p.suggest(trial) for name, p in space.items()}
