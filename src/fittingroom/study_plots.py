@@ -54,7 +54,7 @@ def study_figure(study, importances: dict[str, float] | None, title: str = ""):
     left.set_ylabel("validation accuracy")
     left.set_title("Optimisation history")
     left.grid(True, alpha=0.3)
-    left.legend(loc="lower right")
+    left.legend(loc="best")
     if importances:
         names = list(importances)[::-1]  # largest at the top
         right.barh(names, [importances[n] for n in names], color="tab:blue")
