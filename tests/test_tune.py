@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import optuna
 import pytest
@@ -183,6 +184,27 @@ def test_an_interrupted_study_is_continued_by_the_same_call(base, tmp_path):
     summary = tune(base, out=tmp_path / "study", space=space, trials=3, verbose=False).summary
     assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 3
     assert summary["trials"]["failed"] == 1  # the interrupted trial, kept apart and not counted
+
+
+@pytest.mark.filterwarnings("ignore")  # Optuna's, about driving a trial by hand as this test does
+def test_a_trial_whose_process_died_is_marked_failed_by_the_next_run(base, tmp_path, monkeypatch):
+    import time
+
+    import fittingroom.tune as tune_module
+
+    monkeypatch.setattr(tune_module, "HEARTBEAT_S", 1)  # stale after 3 s without a heartbeat
+    space = parse_space(SPACE)
+    paths = StudyPaths(tmp_path / "study")
+    tune(base, out=paths.root, space=space, trials=1, verbose=False)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{paths.db}", heartbeat_interval=1, grace_period=3)
+    dead = optuna.load_study(study_name=STUDY_NAME, storage=storage).ask()  # a trial started by a process...
+    storage.record_heartbeat(dead._trial_id)
+    paths.trial(dead.number).mkdir(parents=True)
+    shutil.copy(paths.trial(0) / "config.json", paths.trial(dead.number) / "config.json")
+    time.sleep(3.5)  # ...that was killed: its heartbeat stopped
+    summary = tune(base, out=paths.root, space=space, trials=2, verbose=False).summary
+    assert summary["trials"]["failed"] == 1 and summary["trials"]["running"] == 0
+    assert _trial_json(paths.root, dead.number)["state"] == "failed"
 
 
 def test_a_study_refuses_to_continue_with_other_settings(base, tmp_path):

@@ -44,6 +44,7 @@ from .train import TrainingInterrupted
 STUDY_NAME = "fittingroom"
 OBJECTIVE = "val_accuracy"  # maximised
 # Settings that may differ between the processes or reruns of one study: they do not change the results.
+HEARTBEAT_S = 60  # seconds between a running trial's signs of life in the storage
 RUNTIME_FIELDS = ("threads", "device", "tensorboard", "mlflow", "eval_batch_size", "workers", "memory_limit_mb")
 
 
@@ -167,8 +168,10 @@ def tune(
     say = functools.partial(print, flush=True) if verbose else (lambda *a, **k: None)
 
     url = storage_url(storage, paths)
-    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
     with _quietly(optuna):
+        # Heartbeats: a trial whose process died (killed, crashed) is marked failed when the next trial starts.
+        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
+                                         engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
         study = optuna.create_study(
             storage=rdb, study_name=STUDY_NAME, direction="maximize", load_if_exists=True,
             # multivariate TPE models parameters jointly (lr and batch size interact); the constant liar keeps
@@ -274,6 +277,10 @@ def finish_study(study, paths: StudyPaths, config: TrainConfig, data, url: str, 
     if not complete:
         raise RunError(f"{paths.root}: no trial completed ({states.count('PRUNED')} pruned, "
                        f"{states.count('FAIL')} failed); look at trials/*/trial.json, widen the space or add --trials")
+    for t in study.trials:  # trials whose process died before it could say so
+        if t.state.name == "FAIL" and not (paths.trial(t.number) / "trial.json").exists():
+            _mark(paths.trial(t.number), t.number, "failed", t.params, None, None, bool(t.user_attrs.get("baseline")),
+                  "its process stopped (killed or crashed) during training")
     best = study.best_trial
     best_folder = paths.trial(best.number)
     write_json(paths.best_config, json.loads((best_folder / "config.json").read_text()))
