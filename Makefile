@@ -15,7 +15,7 @@ setup: $(VENV)/.installed data
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools wheel
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[all,dev]'
 	touch $@
 
 # The dataset: found where it is (see `fittingroom data info`); on Debian, installed from the

@@ -14,9 +14,9 @@ import sys
 
 from .. import __version__
 from ..errors import FittingroomError
-from . import data, run, train
+from . import data, report, run, train
 
-COMMANDS = (train, run, data)
+COMMANDS = (train, run, report, data)
 
 
 def build_parser() -> argparse.ArgumentParser:
