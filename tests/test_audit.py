@@ -10,7 +10,7 @@ from conftest import CLASSES, make_images, write_idx_dataset
 from fittingroom.artifacts import load_module
 from fittingroom.audit import audit, audit_data, embed, exact_duplicates, mislabelled_candidates, near_duplicates
 from fittingroom.cli import main
-from fittingroom.data import load_dataset, write_idx
+from fittingroom.data import SplitData, load_dataset, split_validation, write_idx
 
 
 def planted(seed: int = 0):
@@ -58,7 +58,9 @@ def test_embedding_is_unit_length_and_ignores_brightness():
 
 def test_audit_data_counts_classes_and_reports_pairs():
     x_train, y_train, x_test, y_test = planted()
-    result, figures = audit_data(x_train, y_train, x_test, y_test, CLASSES, "planted", validation_size=12)
+    (x_tr, y_tr), (x_val, y_val) = split_validation(x_train, y_train, 12)
+    data = SplitData("planted", CLASSES, x_tr, y_tr, x_val, y_val, x_test, y_test)
+    result, figures = audit_data(data)
     balance = result["class_balance"]
     assert balance["validation"] == np.bincount(y_train[:12], minlength=4).tolist()
     assert balance["train"] == np.bincount(y_train[12:], minlength=4).tolist()
@@ -112,7 +114,7 @@ def test_audit_of_a_dataset_folder_without_a_run(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--threshold", "1.5"], "--threshold must be in (0, 1]"),
-    (["--validation-size", "1000"], "--validation-size must be in 0..239"),
+    (["--validation-size", "1000"], "received validation_size=1000"),
 ])
 def test_audit_mistakes_are_one_line(tiny_data, tmp_path, capsys, args, fragment):
     assert main(["data", "audit", "--dataset", str(tiny_data), "--out", str(tmp_path / "a"), *args]) == 1
@@ -125,3 +127,17 @@ def test_real_fashion_mnist_has_near_duplicates_between_train_and_test(real_data
     assert exact_duplicates(x_test, x_train) == []
     found = {(i, j) for i, j, _ in near_duplicates(x_test, x_train)}
     assert (2605, 11932) in found and 50 < len(found) < 200
+
+
+def test_audit_of_an_image_folder_streamed_from_disk(tmp_path):
+    from fittingroom.data import open_data
+    from fittingroom.data.folder import ImageFiles
+    from fittingroom.data.splits import FolderOptions
+    from test_folder import write_class_folders
+
+    root = write_class_folders(tmp_path / "photos", n=40)
+    data = open_data(str(root), options=FolderOptions(memory_limit_mb=0, workers=0))
+    assert isinstance(data.x_train, ImageFiles)  # too large for the (zero) memory budget: decoded on demand
+    result, _ = audit_data(data)
+    assert sum(map(sum, result["class_balance"].values())) == 40
+    assert result["validation_size"] == len(data.x_val) == 4

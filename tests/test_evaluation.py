@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES
+from conftest import CLASSES, make_images
 from fittingroom import TrainConfig, train_run
 from fittingroom.artifacts import load_module
 from fittingroom.cli import main
@@ -179,9 +179,26 @@ def test_evaluate_cli_prints_tables_and_json(run_copy, capsys):
     assert len(result["per_class"]) == 4
 
 
-def test_evaluate_a_run_whose_data_is_gone(run_copy, tmp_path):
-    info = json.loads((run_copy / "model.json").read_text())
-    info["dataset"] = str(tmp_path / "gone")
-    (run_copy / "model.json").write_text(json.dumps(info))
-    code = main(["evaluate", str(run_copy)])
-    assert code == 1
+def test_evaluate_a_run_whose_data_is_gone(run_copy, tmp_path, capsys):
+    config = json.loads((run_copy / "config.json").read_text())
+    config["data"] = str(tmp_path / "gone")
+    (run_copy / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", str(run_copy)]) == 1
+    assert str(tmp_path / "gone") in capsys.readouterr().err
+
+
+def test_evaluation_of_images_decoded_on_demand(tiny_run, tmp_path):
+    from fittingroom.data.folder import ImageFiles
+    from fittingroom.evaluation import evaluate_predictions
+
+    images, labels = make_images(12, seed=4)
+    paths = []
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    model, _ = load_module(tiny_run)
+    files = ImageFiles(paths)
+    logp = predict_logits(model, images).numpy()
+    evaluation = evaluate_predictions(model, files, labels, CLASSES, logp, gallery_size=4, explain_per_class=1)
+    assert len(evaluation.result["highest_loss"]) == 4 and len(evaluation.result["explained"]) == 4
+    assert_not_blank(decode(evaluation.figures["explanations.png"]))

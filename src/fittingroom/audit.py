@@ -9,8 +9,10 @@
 - Mislabelled candidates (needs a trained run): the training images with the
   highest loss under the model, i.e. where it most disagrees with the label.
 
-``audit_data`` computes it all; ``write_audit`` writes ``audit.json`` and the
-pictures into a folder (``RUN/audit/`` with a run, where the report finds it).
+``audit_data`` computes it all for a :class:`~fittingroom.data.splits.SplitData`
+(any kind of data a run can train on); ``write_audit`` writes ``audit.json`` and
+the pictures into a folder (``RUN/audit/`` with a run, where the report finds it);
+``audit`` loads the data and does both.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data.splits import SplitData
 from .figures import class_balance_png
 from .fsutil import write_bytes, write_json
 from .gallery import grid_png
@@ -91,57 +94,67 @@ def mislabelled_candidates(model, images: np.ndarray, labels: np.ndarray, k: int
     return np.argsort(-losses, kind="stable")[:k], logp, losses
 
 
-def audit_data(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-               classes: list[str], dataset: str, validation_size: int = 5000, threshold: float = 0.99,
-               model=None, run: str | None = None, precision: str = "fp32",
-               tta: bool = False) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The audit of a dataset's training file (whose first ``validation_size`` images validate) and test file.
+def _array(images) -> np.ndarray:
+    """uint8 (N, H, W) in memory; image files too large to hold during training are decoded now."""
+    from .data.folder import ImageFiles, decode_all
 
-    Returns the JSON-ready result and the pictures (file name -> PNG bytes).
-    With a ``model`` (and its ``run`` folder's name) it also lists likely mislabelled training images.
+    return decode_all(images, workers=2) if isinstance(images, ImageFiles) else np.asarray(images)
+
+
+def audit_data(data: SplitData, threshold: float = 0.99, model=None, run: str | None = None, precision: str = "fp32",
+               tta: bool = False) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The audit of a dataset's splits; returns the JSON-ready result and the pictures (file name -> PNG bytes).
+
+    Training images are numbered validation first, then training, which for a published
+    train/test split (IDX files) is their index in the training file. With a ``model`` (and
+    its ``run`` folder's name) the result also lists likely mislabelled training images.
     """
     seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    n = len(classes)
-    balance = {"train": np.bincount(y_train[validation_size:], minlength=n).tolist(),
-               "validation": np.bincount(y_train[:validation_size], minlength=n).tolist(),
+    classes, n = list(data.classes), len(data.classes)
+    x_val, x_test = _array(data.x_val), _array(data.x_test)
+    x_pool = np.concatenate([x_val, _array(data.x_train)])  # (validation + train, H, W)
+    y_pool, y_test = np.concatenate([data.y_val, data.y_train]).astype(np.int64), np.asarray(data.y_test, np.int64)
+    n_val = len(x_val)
+    balance = {"train": np.bincount(data.y_train, minlength=n).tolist(),
+               "validation": np.bincount(data.y_val, minlength=n).tolist(),
                "test": np.bincount(y_test, minlength=n).tolist()}
-    exact = exact_duplicates(x_test, x_train)
+    t0 = time.perf_counter()
+    exact = exact_duplicates(x_test, x_pool)
     seconds["exact_duplicates"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    near = [(i, j, s) for i, j, s in near_duplicates(x_test, x_train, threshold) if not np.array_equal(x_test[i], x_train[j])]
+    near = [(i, j, s) for i, j, s in near_duplicates(x_test, x_pool, threshold) if not np.array_equal(x_test[i], x_pool[j])]
     seconds["near_duplicates"] = time.perf_counter() - t0
 
     result: dict[str, Any] = {
-        "dataset": dataset, "classes": list(classes), "validation_size": validation_size, "class_balance": balance,
+        "dataset": data.name, "classes": classes, "validation_size": n_val, "class_balance": balance,
         "exact_duplicates": {"count": len(exact), "pairs": [{"test": i, "train": j} for i, j in exact[:LISTED]]},
         "near_duplicates": {
             "threshold": threshold, "count": len(near),
-            "different_labels": sum(int(y_test[i] != y_train[j]) for i, j, _ in near),
+            "different_labels": sum(int(y_test[i] != y_pool[j]) for i, j, _ in near),
             "pairs": [{"test": i, "train": j, "similarity": s, "test_class": classes[y_test[i]],
-                       "train_class": classes[y_train[j]]} for i, j, s in near[:LISTED]]},
+                       "train_class": classes[y_pool[j]]} for i, j, s in near[:LISTED]]},
     }
     figures = {"class_balance.png": class_balance_png(balance, classes)}
     if near:
         shown = near[:SHOWN // 2]
-        pictures = [img for i, j, _ in shown for img in (x_test[i], x_train[j])]
+        pictures = [img for i, j, _ in shown for img in (x_test[i], x_pool[j])]
         captions = [c for i, j, s in shown for c in (f"test #{i}\n{classes[y_test[i]]}",
-                                                     f"train #{j} ({s:.3f})\n{classes[y_train[j]]}")]
+                                                     f"train #{j} ({s:.3f})\n{classes[y_pool[j]]}")]
         figures["near_duplicates.png"] = grid_png(pictures, captions, ncols=8,
-                                                     title="near duplicates: test image, then its closest training image")
+                                                  title="near duplicates: test image, then its closest training image")
     if model is not None:
         t0 = time.perf_counter()
-        order, logp, losses = mislabelled_candidates(model, x_train, y_train, precision=precision, tta=tta)
+        order, logp, losses = mislabelled_candidates(model, x_pool, y_pool, precision=precision, tta=tta)
         predicted = logp.argmax(axis=1)
-        rows = [{"index": int(i), "split": "validation" if i < validation_size else "train",
-                 "label": int(y_train[i]), "class": classes[y_train[i]], "predicted": int(predicted[i]),
+        rows = [{"index": int(i), "split": "validation" if i < n_val else "train",
+                 "label": int(y_pool[i]), "class": classes[y_pool[i]], "predicted": int(predicted[i]),
                  "predicted_class": classes[predicted[i]], "probability": float(np.exp(logp[i, predicted[i]])),
-                 "label_probability": float(np.exp(logp[i, y_train[i]])), "loss": float(losses[i])} for i in order]
+                 "label_probability": float(np.exp(logp[i, y_pool[i]])), "loss": float(losses[i])} for i in order]
         result["mislabelled"] = {"run": run, "candidates": rows}
-        top = order[:SHOWN]
         figures["mislabelled.png"] = grid_png(
-            list(x_train[top]), [f"train #{r['index']}\nlabel: {r['class']}\nmodel: {r['predicted_class']} {r['probability']:.2f}"
-                           for r in rows[:SHOWN]], title="training images the model most disagrees with")
+            list(x_pool[order[:SHOWN]]),
+            [f"train #{r['index']}\nlabel: {r['class']}\nmodel: {r['predicted_class']} {r['probability']:.2f}"
+             for r in rows[:SHOWN]], title="training images the model most disagrees with")
         seconds["mislabelled"] = time.perf_counter() - t0
     result["seconds"] = seconds
     return result, figures
@@ -164,33 +177,29 @@ def write_audit(folder: str | os.PathLike, result: dict[str, Any], figures: dict
 def audit(data: str = "fashion-mnist", data_dir: str | None = None, run: str | os.PathLike | None = None,
           out: str | os.PathLike | None = None, threshold: float = 0.99,
           validation_size: int | None = None) -> tuple[dict[str, Any], Path]:
-    """Audit a dataset (the one ``run`` was trained on, when given) and write the result.
+    """Audit a dataset (the one ``run`` was trained on, split as it was, when given) and write the result.
 
     The folder is ``out``, else ``RUN/audit`` with a run, else ``audit-<dataset>``.
     Returns the result and the folder.
     """
-    from .data.splits import load_arrays
+    from .config import TrainConfig
     from .errors import ConfigError
+    from .pipeline import load_data
     from .runview import read_run_json
 
     if not 0 < threshold <= 1:
         raise ConfigError(f"--threshold must be in (0, 1]; received {threshold}")
     model, tta, precision = None, False, "fp32"
+    config = TrainConfig(data=data)
     if run is not None:
         from .artifacts import load_module
 
         model, info = load_module(run)
-        config = read_run_json(run, "config.json")
-        data = info.get("dataset", data)
-        data_dir = data_dir or config.get("data_dir")
-        validation_size = validation_size or config.get("validation_size")
+        config = (TrainConfig.load(Path(run) / "config.json") if (Path(run) / "config.json").is_file()
+                  else TrainConfig(data=info.get("dataset", data)))
         tta = bool(info.get("tta", False))
         precision = read_run_json(run, "metrics.json").get("precision", "fp32")
-    ((x_train, y_train), (x_test, y_test)), classes, _ = load_arrays(data, data_dir)
-    validation_size = 5000 if validation_size is None else validation_size
-    if not 0 <= validation_size < len(x_train):
-        raise ConfigError(f"--validation-size must be in 0..{len(x_train) - 1}; received {validation_size}")
-    result, figures = audit_data(x_train, y_train, x_test, y_test, classes, data, validation_size, threshold,
-                                 model, str(run) if run is not None else None, precision, tta)
-    folder = Path(out) if out else (Path(run) / "audit" if run is not None else Path(f"audit-{Path(data).name}"))
+    split = load_data(config.replace(data_dir=data_dir, validation_size=validation_size))
+    result, figures = audit_data(split, threshold, model, str(run) if run is not None else None, precision, tta)
+    folder = Path(out) if out else (Path(run) / "audit" if run is not None else Path(f"audit-{Path(config.data).name}"))
     return result, write_audit(folder, result, figures)

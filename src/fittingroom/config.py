@@ -32,6 +32,13 @@ class TrainConfig:
     data: str = "fashion-mnist"  # a dataset name or a folder of IDX files
     data_dir: str | None = None  # where the named dataset's files are, if not in the usual places
     validation_size: int = 5000  # the first N training images validate, as in the tutorial
+    # image folders and single CSV files (named datasets and IDX folders keep their published split)
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0  # fixed apart from `seed`, so every run of a dataset is tested on the same images
+    class_names: str | None = None  # a file with one class name per line (default: folder names or classes.txt)
+    memory_limit_mb: int = 4096  # decode an image folder into memory up to this size, stream it beyond (0: always)
+    workers: int = 2  # processes decoding images of a streamed folder
     # model
     model: str = "mlp"
     model_args: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +90,13 @@ class TrainConfig:
         if self.threads is not None:
             _positive_int("threads", self.threads)
         _positive_int("translate", self.translate, allow_zero=True)
+        _positive_int("workers", self.workers, allow_zero=True)
+        _positive_int("memory_limit_mb", self.memory_limit_mb, allow_zero=True)
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise ConfigError(
+                f"`val_fraction` and `test_fraction` must be in [0, 1) with a sum below 1; "
+                f"received val_fraction={self.val_fraction!r}, test_fraction={self.test_fraction!r}"
+            )
         for name in ("early_stopping", "reduce_lr_on_plateau"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))

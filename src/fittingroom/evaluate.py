@@ -23,6 +23,19 @@ def to_float(batch: torch.Tensor) -> torch.Tensor:
     return batch.float()
 
 
+def batches(images, batch_size: int, device: torch.device, workers: int = 2):
+    """Consecutive batches of ``images`` (an array, a tensor or image files decoded on the fly) on ``device``."""
+    from .data.folder import ImageFiles, iterate_batches
+
+    if isinstance(images, ImageFiles):
+        for batch in iterate_batches(images, batch_size, workers=workers):
+            yield batch.to(device)
+        return
+    x = as_tensor(images, device)
+    for start in range(0, len(x), batch_size):
+        yield x[start:start + batch_size]
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
@@ -39,11 +52,10 @@ def predict_logits(
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    x = as_tensor(images, device)
     out = []
     try:
-        for start in range(0, len(x), batch_size):
-            xb = to_float(x[start:start + batch_size])  # (B, H, W)
+        for batch in batches(images, batch_size, device):
+            xb = to_float(batch)  # (B, H, W)
             with autocast(device, precision):
                 logp = F.log_softmax(model(xb).float(), dim=1)
                 if tta:

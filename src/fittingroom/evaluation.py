@@ -134,25 +134,17 @@ def write_evaluation(run: str | os.PathLike, evaluation: Evaluation) -> Path:
     return folder
 
 
-def load_test_set(run: str | os.PathLike, info: dict[str, Any], data_dir: str | None = None):
-    """The test images and labels of the data a run was trained on (``data_dir`` overrides the run's own)."""
-    from .data.splits import load_arrays
-
-    data_dir = data_dir or read_run_json(run, "config.json").get("data_dir")
-    (_, (x_test, y_test)), _, _ = load_arrays(info.get("dataset", "fashion-mnist"), data_dir)
-    return x_test, y_test
-
-
 def evaluate_run(run: str | os.PathLike, data_dir: str | None = None, device: str = "auto",
                  gallery_size: int = 16, explain_per_class: int = 3) -> Evaluation:
     """Evaluate a saved run on its test set and write ``RUN/evaluation/``; see the module docstring."""
     from .artifacts import load_module
     from .device import resolve_device
     from .evaluate import predict_logits
+    from .pipeline import run_test_set
 
     dev = resolve_device(device)
     module, info = load_module(run, dev)
-    x_test, y_test = load_test_set(run, info, data_dir)
+    x_test, y_test = run_test_set(run, data_dir)
     precision = read_run_json(run, "metrics.json").get("precision", "fp32")  # as the run evaluated itself
     tta = bool(info.get("tta", False))
     logp = predict_logits(module, x_test, device=dev, precision=precision, tta=tta)

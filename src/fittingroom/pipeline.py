@@ -23,6 +23,8 @@ from .artifacts import RunPaths, default_run_dir, save_model
 from .callbacks import CSVLogger, EarlyStopping, ProgressLogger, ReduceLROnPlateau, TerminateOnNaN
 from .config import TrainConfig
 from .data import SplitData, open_data
+from .data.datasets import DATASETS
+from .data.splits import FolderOptions, load_arrays
 from .device import describe, resolve_device
 from .errors import RunError
 from .evaluate import loss_and_accuracy, predict_logits
@@ -40,6 +42,29 @@ class RunResult:
     path: Path
     metrics: dict[str, Any]
     history: dict[str, list[float]]
+
+
+def load_data(config: TrainConfig) -> SplitData:
+    """The data a configuration names, split as it says."""
+    options = FolderOptions(config.val_fraction, config.test_fraction, config.split_seed, config.class_names,
+                            memory_limit_mb=config.memory_limit_mb, workers=config.workers)
+    return open_data(config.data, config.data_dir, config.validation_size, options=options)
+
+
+def run_test_set(run_dir: str | os.PathLike, data_dir: str | None = None):
+    """``(x_test, y_test)`` of the data a saved run was trained on (splits are seeded, so it is the same test set)."""
+    paths = RunPaths(run_dir)
+    if paths.config.is_file():
+        config = TrainConfig.load(paths.config).replace(data_dir=data_dir)
+    else:  # a bare model folder: its model.json names the dataset
+        from .artifacts import read_model_info
+
+        config = TrainConfig(data=read_model_info(run_dir).get("dataset", "fashion-mnist"), data_dir=data_dir)
+    if config.data in DATASETS:
+        (_, (x_test, y_test)), _, _ = load_arrays(config.data, config.data_dir)
+        return x_test, y_test
+    data = load_data(config)
+    return data.x_test, data.y_test
 
 
 def build_model(config: TrainConfig, data: SplitData) -> torch.nn.Module:
@@ -60,12 +85,6 @@ def model_info(config: TrainConfig, data: SplitData, model: torch.nn.Module) -> 
         "params": count_params(model),
         "tta": config.tta,
     }
-
-
-def _setup_torch(config: TrainConfig) -> None:
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    seed_everything(config.seed, config.deterministic)
 
 
 def train_run(
@@ -94,13 +113,15 @@ def train_run(
         if not paths.checkpoint.is_file():
             raise RunError(f"{resume}: no checkpoint, the run never completed an epoch; start it again without --resume")
     config = (config or TrainConfig.from_preset("seed")).validate()
-    _setup_torch(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     dist, device = distributed.setup(device)
     is_main = dist is None or dist.is_main
     say = print if (verbose and is_main) else (lambda *a, **k: None)
     try:
-        data = data or open_data(config.data, config.data_dir, config.validation_size)
+        data = data or load_data(config)
+        seed_everything(config.seed, config.deterministic)  # after loading: a DataLoader draws from the global RNG
         model = build_model(config, data)
         summary = model_summary(model, data.input_shape, name=config.model)
         say(summary)

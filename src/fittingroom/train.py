@@ -82,10 +82,11 @@ class Trainer:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.verbose = verbose and (dist is None or dist.is_main)
 
-        # The data, on the device, as uint8 images and int64 labels.
-        self.x_train = torch.as_tensor(data.x_train).to(device)
+        # The data, on the device, as uint8 images and int64 labels (a streamed folder stays on disk).
+        self.streaming = data.streaming
+        self.x_train = data.x_train if self.streaming else torch.as_tensor(data.x_train).to(device)
         self.y_train = torch.as_tensor(data.y_train.astype(np.int64)).to(device)
-        self.x_val = torch.as_tensor(data.x_val).to(device)
+        self.x_val = data.x_val if self.streaming else torch.as_tensor(data.x_val).to(device)
         self.y_val = data.y_val.astype(np.int64)
 
         world = dist.world_size if dist else 1
@@ -157,8 +158,6 @@ class Trainer:
         perm = torch.randperm(len(self.x_train), generator=self.shuffle_gen)
         if world > 1:
             perm = perm.repeat(2)[: self.local_examples * world][rank::world]
-        perm = perm.to(self.device)
-        x_epoch, y_epoch = self.x_train[perm], self.y_train[perm]  # one gather per epoch, slices per step
         augmenting = bool(cfg.translate or cfg.flip or cfg.erase)
         scheduled = cfg.schedule != "constant" or cfg.warmup_epochs > 0 or self.lr_factor != 1.0
         first_step = epoch * self.steps_per_epoch
@@ -166,9 +165,8 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         if not scheduled:
             set_lr(opt, cfg.lr)
-        for step in range(self.steps_per_epoch):
-            xb = to_float(x_epoch[step * self.local_batch:(step + 1) * self.local_batch])  # (B, H, W) in [0, 1]
-            yb = y_epoch[step * self.local_batch:(step + 1) * self.local_batch]  # (B,)
+        for step, (xb, yb) in enumerate(self.batches(perm)):
+            xb = to_float(xb)  # (B, H, W) in [0, 1]
             if augmenting:
                 xb = augment_batch(xb, self.augment_gen, cfg.translate, cfg.flip, cfg.erase)
             if scheduled:
@@ -196,6 +194,21 @@ class Trainer:
             "accuracy": (totals[1] / totals[2]).item(),
             "lr": opt.param_groups[0]["lr"],
         }
+
+    def batches(self, perm: torch.Tensor):
+        """(uint8 images, labels) of each step, in the order of ``perm``."""
+        if self.streaming:
+            from .data.folder import iterate_batches
+
+            labels = self.y_train[perm.to(self.device)]
+            for step, xb in enumerate(iterate_batches(self.x_train, self.local_batch, perm.tolist(), self.config.workers)):
+                yield xb.to(self.device), labels[step * self.local_batch:(step + 1) * self.local_batch]
+            return
+        perm = perm.to(self.device)
+        x_epoch, y_epoch = self.x_train[perm], self.y_train[perm]  # one gather per epoch, slices per step
+        for step in range(self.steps_per_epoch):
+            yield (x_epoch[step * self.local_batch:(step + 1) * self.local_batch],  # (B, H, W) uint8
+                   y_epoch[step * self.local_batch:(step + 1) * self.local_batch])  # (B,)
 
     def validate(self) -> tuple[float, float]:
         """Validation loss and accuracy (every process computes the same numbers on the whole set)."""

@@ -11,11 +11,10 @@ import numpy as np
 from ..errors import ConfigError, FittingroomError
 
 
-def _test_set(info: dict, data_dir: str | None):
-    from ..data.splits import load_arrays
+def _test_set(run: str, data_dir: str | None):
+    from ..pipeline import run_test_set
 
-    (_, (x_test, y_test)), _, _ = load_arrays(info.get("dataset", "fashion-mnist"), data_dir)
-    return x_test, y_test
+    return run_test_set(run, data_dir)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -27,7 +26,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = load_model(args.run)
     records, failed = [], 0
     if args.test_index:
-        x_test, _ = _test_set(model.info, args.data_dir)
+        x_test, _ = _test_set(args.run, args.data_dir)
         bad = [i for i in args.test_index if not 0 <= i < len(x_test)]
         if bad:
             raise ConfigError(f"--test-index must be in 0..{len(x_test) - 1}; received {bad[0]}")
@@ -67,4 +66,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON array, one object per input")
     p.add_argument("--data-dir", help="where the dataset is, for --test-index")
     p.set_defaults(func=cmd_predict)
-

@@ -11,7 +11,8 @@ from ..errors import ConfigError
 # Flags that map one-to-one onto TrainConfig fields: flag -> (field, type, help).
 CONFIG_FLAGS = {
     "--model": ("model", str, "model name from the registry (see `fittingroom summary --list`)"),
-    "--data": ("data", str, "dataset name (fashion-mnist, mnist) or a folder of IDX files"),
+    "--data": ("data", str, "dataset name (fashion-mnist, mnist), a folder of IDX files, a folder with one "
+                       "sub-folder of images per class, or a CSV (label,pixel1,...)"),
     "--data-dir": ("data_dir", str, "folder holding the dataset's files (default: the usual places, then download)"),
     "--epochs": ("epochs", int, "number of epochs"),
     "--batch-size": ("batch_size", int, "images per optimizer step (global, across processes)"),
