@@ -131,16 +131,15 @@ def test_wrong_magic_number_is_one_line(tiny_data, tmp_path):
     assert_one_line_error(code, err, "t10k-labels-idx1-ubyte.gz")
 
 
-def test_resume_of_a_folder_without_checkpoint(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
     code, _, err = run_cli("train", "--resume", tmp_path)
-    assert_one_line_error(code, err, "no checkpoint")
+    assert_one_line_error(code, err, "not a run folder (no config.json)")
 
 
 def test_out_folder_that_holds_a_run_is_not_overwritten(tiny_run, tiny_data):
     before = (tiny_run / "model.safetensors").read_bytes()
     code, _, err = run_cli("train", "--data", tiny_data, "--set", "validation_size=40", "--out", tiny_run)
-    assert_one_line_error(code, err, "already holds a run")
+    assert_one_line_error(code, err, "already exists and is not empty")
     assert (tiny_run / "model.safetensors").read_bytes() == before
 
 

@@ -34,7 +34,7 @@ def test_frozen_parameters_are_counted_as_non_trainable():
 
 
 def test_cnn_summary_names_layers_like_keras_and_counts_batchnorm():
-    text = model_summary(create_model("cnn", widths=[8]), (28, 28))
+    text = model_summary(create_model("cnn", widths=[8], convs=[2]), (28, 28))
     assert "conv2d (Conv2D)" in text and "conv2d_1 (Conv2D)" in text
     assert "batch_normalization (BatchNormalization)" in text and "reshape (Reshape)" in text
     assert "max_pooling2d (MaxPooling2D)" in text

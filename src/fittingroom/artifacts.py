@@ -86,7 +86,8 @@ def read_model_info(folder: str | os.PathLike) -> dict[str, Any]:
         raise RunError(f"{folder}: no such run folder; pass a folder written by `fittingroom train`")
     path = folder / "model.json"
     if not path.is_file():
-        hint = " (training did not finish: resume it with `fittingroom train --resume`)" if (folder / "checkpoint.safetensors").is_file() else ""
+        unfinished = (folder / "config.json").is_file()
+        hint = f" (its training did not finish: resume it with `fittingroom train --resume {folder}`)" if unfinished else ""
         raise RunError(f"{folder}: not a run or model folder, it has no model.json{hint}")
     try:
         info = json.loads(path.read_text())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +112,6 @@ def train_run(
         if not paths.config.is_file():
             raise RunError(f"{resume}: not a run folder (no config.json); pass the folder `fittingroom train` created")
         config = TrainConfig.load(paths.config)
-        if not paths.checkpoint.is_file():
-            raise RunError(f"{resume}: no checkpoint, the run never completed an epoch; start it again without --resume")
     config = (config or TrainConfig.from_preset("seed")).validate()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -129,11 +129,7 @@ def train_run(
         if resume is None:
             paths = RunPaths(out or default_run_dir(config.preset))
             if is_main:
-                if paths.model_json.exists() or paths.checkpoint.exists():
-                    raise RunError(f"{paths.root}: already holds a run; choose another --out, or --resume it")
-                paths.root.mkdir(parents=True, exist_ok=True)
-                write_json(paths.config, config.to_dict())
-                write_text(paths.summary, summary + "\n")
+                create_run_folder(paths, config, summary)
         callbacks = [TerminateOnNaN()]
         if verbose and is_main:
             callbacks.append(ProgressLogger())
@@ -145,9 +141,11 @@ def train_run(
             callbacks.append(EarlyStopping(patience=config.early_stopping, restore_best_weights=True))
         callbacks += extra_callbacks or []
         trainer = Trainer(model, data, config, device, callbacks, paths.checkpoint, dist, verbose)
-        if resume is not None:
+        if resume is not None and paths.checkpoint.is_file():
             trainer.load_checkpoint(paths.checkpoint)
             say(f"Resuming {paths.root} after epoch {trainer.epoch}/{config.epochs}")
+        elif resume is not None:
+            say(f"Resuming {paths.root}: no epoch was complete, starting from the first")
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         say(f"Training {config.model} on {data.name} ({len(data.x_train):,} training, {len(data.x_val):,} validation images) "
             f"on {describe(device)}, {trainer.precision}" + (f", {dist.world_size} processes" if dist else ""))
@@ -158,6 +156,28 @@ def train_run(
         return RunResult(paths.root, metrics, history)
     finally:
         distributed.teardown(dist)
+
+
+def create_run_folder(paths: RunPaths, config: TrainConfig, summary: str) -> None:
+    """Make the run folder with its config.json and summary.txt, all at once.
+
+    The files are written into a hidden sibling folder that is then renamed, so a
+    run folder, from its first moment, always holds its configuration and can be resumed.
+    """
+    root = paths.root
+    if root.exists() and any(root.iterdir()):
+        raise RunError(f"{root}: already exists and is not empty; choose another --out, or --resume a run in it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".creating", dir=root.parent))
+    try:
+        write_json(staging / paths.config.name, config.to_dict())
+        write_text(staging / paths.summary.name, summary + "\n")
+        if root.exists():
+            root.rmdir()  # an empty folder the user made for the run
+        staging.rename(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: TrainConfig, device: torch.device,

@@ -1,0 +1,141 @@
+"""Killing real training processes, full disks and interrupted runs: nothing is lost or half-written."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import write_idx_dataset
+from fittingroom import TrainConfig, load_model, train_run
+from fittingroom import checkpoint as checkpoint_module
+from fittingroom.errors import RunError
+
+EPOCHS = 4
+
+
+def completed_epochs(run_dir) -> int:
+    path = run_dir / "checkpoint.safetensors"
+    if not path.is_file():
+        return 0
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["fittingroom"])["epoch"]
+
+
+def train_args(data, out):
+    # 1,000 images in batches of 8: an epoch takes a fraction of a second, long enough to be killed inside.
+    return ["train", "--data", data, "--set", "validation_size=200", "--epochs", str(EPOCHS), "--batch-size", "8",
+            "--lr", "0.02", "--set", "translate=1", "--model-arg", "dropout=0.2", "--deterministic",
+            "--threads", "1", "--out", out, "--quiet"]
+
+
+def fittingroom(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "fittingroom", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_idx_dataset(tmp_path_factory.mktemp("faults") / "data", n_train=1200, n_test=100)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """The weights of an uninterrupted run."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    proc = fittingroom(*train_args(data, out))
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    return load_model(out).module.state_dict()
+
+
+def kill_when(proc, run_dir, condition, timeout=300):
+    start = time.monotonic()
+    while not condition(run_dir):
+        assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read()}"
+        assert time.monotonic() - start < timeout
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("moment", ["startup", "epoch 1", "epoch 2", "before the end"])
+def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_weights(data, reference, tmp_path, moment):
+    out = tmp_path / "run"
+    conditions = {
+        "startup": lambda d: d.exists(),
+        "epoch 1": lambda d: completed_epochs(d) >= 1,
+        "epoch 2": lambda d: completed_epochs(d) >= 2,
+        "before the end": lambda d: completed_epochs(d) >= EPOCHS - 1,
+    }
+    proc = fittingroom(*train_args(data, out))
+    kill_when(proc, out, conditions[moment])
+    assert (out / "config.json").is_file()  # a run folder always holds its configuration
+    assert completed_epochs(out) < EPOCHS
+    with pytest.raises(RunError, match="--resume"):
+        load_model(out)
+    resumed = fittingroom("train", "--resume", out, "--quiet")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    weights = load_model(out).module.state_dict()
+    assert all(torch.equal(reference[k], weights[k]) for k in reference)
+    assert len((out / "history.csv").read_text().splitlines()) == EPOCHS + 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(data, tmp_path):
+    out = tmp_path / "run"
+    proc = fittingroom(*train_args(data, out))
+    start = time.monotonic()
+    while completed_epochs(out) < 1:
+        assert time.monotonic() - start < 300 and proc.poll() is None
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=60)
+    err = proc.stderr.read()
+    assert code == 130
+    assert "Traceback" not in err and "fittingroom train --resume" in err
+    assert completed_epochs(out) >= 1
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_data, tmp_path, monkeypatch):
+    config = TrainConfig(data=str(tiny_data), validation_size=40, epochs=3, batch_size=16)
+    real_save = checkpoint_module.save_file
+    calls = []
+
+    def save_then_fill_disk(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:  # the second epoch's checkpoint hits a full disk halfway
+            with open(filename, "wb") as f:
+                f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", save_then_fill_disk)
+    with pytest.raises(RunError, match="the disk is full.*previous version is kept"):
+        train_run(config, out=tmp_path / "run", verbose=False)
+    assert completed_epochs(tmp_path / "run") == 1
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_resume_of_a_folder_killed_before_its_first_epoch_starts_over(tiny_data, tmp_path):
+    config = TrainConfig(data=str(tiny_data), validation_size=40, epochs=2, batch_size=16, deterministic=True)
+    reference = train_run(config, out=tmp_path / "reference", verbose=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    resumed = train_run(resume=run, verbose=False)
+    assert resumed.metrics["test_accuracy"] == reference.metrics["test_accuracy"]
+
+
+def test_new_run_never_reuses_a_folder_with_files(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="already exists and is not empty"):
+        train_run(TrainConfig(data=str(tiny_data), validation_size=40, epochs=1), out=out, verbose=False)
+    assert os.listdir(out) == ["notes.txt"]
