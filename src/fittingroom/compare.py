@@ -37,11 +37,11 @@ def compare_runs(runs: list[str | os.PathLike]) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, key: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+        return f"{value:.1f}" if key.endswith("seconds") else f"{value:.4f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -50,7 +50,7 @@ def _cell(value: Any) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as an aligned text table, best test accuracy marked with ``<``."""
     header = ["run"] + [title for title, _ in COLUMNS]
-    body = [[row["run"]] + [_cell(row[key]) for _, key in COLUMNS] for row in rows]
+    body = [[row["run"]] + [_cell(row[key], key) for _, key in COLUMNS] for row in rows]
     accuracies = [row["test_accuracy"] for row in rows if row["test_accuracy"] is not None]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = []
@@ -79,7 +79,7 @@ def text_chart(series: dict[str, list[float]], title: str = "", width: int = 60,
     lines = [title] if title else []
     for r, cells in enumerate(grid):
         label = f"{hi:.4f}" if r == 0 else f"{lo:.4f}" if r == height - 1 else ""
-        lines.append(f"{label:>{label_width}} |{''.join(cells)}")
+        lines.append(f"{label:>{label_width}} |{''.join(cells)}".rstrip())
     lines.append(" " * label_width + " +" + "-" * width)
     lines.append(" " * label_width + f"  epoch 1{'':>{max(0, width - 9 - len(str(epochs)))}}epoch {epochs}")
     lines += [f"  {MARKS[k % len(MARKS)]} {name}" for k, name in enumerate(series)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from .plots import figure_png, plt
 
@@ -105,6 +106,7 @@ def compare_curves_png(histories: dict[str, dict[str, list[float]]]) -> bytes:
     acc.set_title("accuracy (solid: validation, dashed: training)")
     loss.set_title("loss (solid: validation, dashed: training)")
     for ax in (acc, loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
     acc.legend(fontsize=8)
