@@ -30,9 +30,11 @@ from .data.splits import FolderOptions, load_arrays
 from .device import describe, resolve_device
 from .errors import RunError
 from .evaluate import loss_and_accuracy, predict_logits
+from .evaluation import evaluate_and_report
 from .fsutil import write_json, write_text
 from .models import count_params, create_model
 from .plots import save_learning_curves
+from .runview import read_run_json
 from .summary import model_summary
 from .train import Trainer, seed_everything
 
@@ -228,11 +230,14 @@ def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: Train
     save_model(paths.root, model, model_info(config, data, model))
     save_learning_curves(paths.curves, trainer.history, title=f"{config.model} on {data.name} ({config.preset})")
     write_json(paths.metrics, metrics)
-    if test:
-        say(f"Test accuracy: {test['test_accuracy']:.4f} - test loss: {test['test_loss']:.4f}")
+    if test:  # the evaluation (RUN/evaluation/, more figures in metrics.json) and RUN/report.html need the test set
+        evaluation = evaluate_and_report(paths.root, model, data.x_test, data.y_test, data.classes, test_logp, config.tta)
+        metrics = {**metrics, **read_run_json(paths.root, "metrics.json")}
+        say(f"Test accuracy: {test_accuracy:.4f} - test loss: {test_loss:.4f}")
         first = test_logp[:3].argmax(1).numpy()
         say("Predicted classes of the first 3 test images:")
         say(np.array2string(first))
         say(np.array2string(np.array(data.classes)[first]))
+        say(f"Evaluation in {paths.root / 'evaluation'} ({evaluation.result['seconds']:.1f} s), report in {paths.root / 'report.html'}")
     say(f"Run saved in {paths.root}")
     return metrics

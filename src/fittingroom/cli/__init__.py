@@ -14,9 +14,9 @@ import sys
 
 from .. import __version__
 from ..errors import FittingroomError
-from . import data, run, runs, train, tune
+from . import data, report, run, runs, train, tune
 
-COMMANDS = (train, run, data, tune, runs)
+COMMANDS = (train, run, report, data, tune, runs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``fittingroom predict`` and ``fittingroom evaluate``: using a saved run."""
+"""``fittingroom predict``: classifying images with a saved run (``evaluate`` lives in :mod:`.report`)."""
 
 from __future__ import annotations
 
@@ -57,20 +57,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed and failed == len(args.inputs) and not args.test_index else 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..artifacts import load_model
-    from ..evaluate import evaluate
-
-    model = load_model(args.run)
-    x_test, y_test = _test_set(args.run, args.data_dir)
-    result = evaluate(model.module, x_test, y_test, tta=bool(model.info.get("tta")))
-    if args.json:
-        print(json.dumps({"test_accuracy": result["accuracy"], "test_loss": result["loss"]}))
-    else:
-        print(f"Test accuracy: {result['accuracy']:.4f} - test loss: {result['loss']:.4f} ({len(y_test):,} images)")
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images or test-set entries with a trained run")
     p.add_argument("run", help="run (or model) folder")
@@ -80,9 +66,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON array, one object per input")
     p.add_argument("--data-dir", help="where the dataset is, for --test-index")
     p.set_defaults(func=cmd_predict)
-
-    e = sub.add_parser("evaluate", help="evaluate a saved run on its test set")
-    e.add_argument("run", help="run (or model) folder")
-    e.add_argument("--json", action="store_true", help="print JSON")
-    e.add_argument("--data-dir", help="where the dataset is")
-    e.set_defaults(func=cmd_evaluate)
