@@ -11,6 +11,7 @@ exactly where it stopped.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import math
 import os
@@ -191,8 +192,22 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+def in_notebook(stream) -> bool:
+    """Whether ``stream`` is a Jupyter kernel's output: it is no TTY, yet it renders a live bar."""
+    return type(stream).__module__.startswith("ipykernel")
+
+
+def _tqdm(notebook: bool):
+    """tqdm's widget bar in a notebook that has ipywidgets, its text bar everywhere else (no warning)."""
+    if notebook and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
+
+
 class ProgressLogger(Callback):
-    """Keras-style progress: a live bar on a terminal, one line per epoch otherwise.
+    """Keras-style progress: a live bar on a terminal or in a notebook, one line per epoch otherwise.
 
     The line reads ``Epoch 3/30 1719/1719 - 2s - 1ms/step - accuracy: 0.8400 - loss: 0.4500 -
     val_accuracy: 0.8500 - val_loss: 0.4200``.
@@ -202,16 +217,16 @@ class ProgressLogger(Callback):
 
     def __init__(self, stream=None, live: bool | None = None):
         self.stream = stream or sys.stdout
-        self.live = self.stream.isatty() if live is None else live
+        self.notebook = in_notebook(self.stream)
+        self.live = (self.stream.isatty() or self.notebook) if live is None else live
         self.bar = None
 
     def on_epoch_begin(self, epoch: int) -> None:
         if self.live:
-            from tqdm.auto import tqdm
-
             t = self.trainer
-            self.bar = tqdm(total=t.steps_per_epoch, desc=f"Epoch {epoch + 1}/{t.config.epochs}", file=self.stream,
-                            unit="step", leave=False, mininterval=0.25, dynamic_ncols=True)
+            self.bar = _tqdm(self.notebook)(total=t.steps_per_epoch, desc=f"Epoch {epoch + 1}/{t.config.epochs}",
+                                            file=self.stream, unit="step", leave=False, mininterval=0.25,
+                                            **({"ncols": 100} if self.notebook else {"dynamic_ncols": True}))
 
     def on_train_batch_end(self, step: int, logs: dict[str, float]) -> None:
         if self.bar is not None:

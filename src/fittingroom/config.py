@@ -72,6 +72,9 @@ class TrainConfig:
     deterministic: bool = False  # bit-for-bit repeatable on CPU
     eval_batch_size: int = 2048
     threads: int | None = None  # CPU threads (torch.set_num_threads); None keeps torch's default
+    # tracking (see tracking.py)
+    tensorboard: bool = False  # write TensorBoard event files into the run folder
+    mlflow: bool = False  # log to MLflow (needs the mlflow package; MLFLOW_TRACKING_URI or its local default)
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> TrainConfig:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, distributed
+from . import __version__, distributed, tracking
 from .artifacts import RunPaths, default_run_dir, save_model
 from .callbacks import CSVLogger, EarlyStopping, ProgressLogger, ReduceLROnPlateau, TerminateOnNaN
 from .config import TrainConfig
@@ -30,10 +30,12 @@ from .data.splits import FolderOptions, load_arrays
 from .device import describe, resolve_device
 from .errors import RunError
 from .evaluate import loss_and_accuracy, predict_logits
+from .evaluation import evaluate_and_report
 from .fsutil import write_json, write_text
 from .models import count_params, create_model
 from .plots import save_learning_curves
 from .preprocess import Preprocessing
+from .runview import read_run_json
 from .summary import model_summary
 from .train import Trainer, seed_everything
 from .unsure import fit_rules
@@ -99,6 +101,7 @@ def train_run(
     verbose: bool = True,
     data: SplitData | None = None,
     extra_callbacks: list | None = None,
+    evaluate_test: bool = True,
 ) -> RunResult:
     """Train, evaluate and save a run; returns its folder and metrics.
 
@@ -109,6 +112,7 @@ def train_run(
         verbose: print the summary, the progress and the results.
         data: already loaded data (default: load what ``config.data`` names).
         extra_callbacks: more :class:`~fittingroom.callbacks.Callback` objects for the loop.
+        evaluate_test: evaluate on the test set at the end (a hyperparameter search's trials do not).
     """
     if resume is not None:
         paths = RunPaths(resume)
@@ -116,12 +120,14 @@ def train_run(
             raise RunError(f"{resume}: not a run folder (no config.json); pass the folder `fittingroom train` created")
         config = TrainConfig.load(paths.config)
     config = (config or TrainConfig.from_preset("seed")).validate()
+    tracking.require(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     dist, device = distributed.setup(device)
     is_main = dist is None or dist.is_main
     say = print if (verbose and is_main) else (lambda *a, **k: None)
+    trackers: list = []
     try:
         data = data or load_data(config)
         seed_everything(config.seed, config.deterministic)  # after loading: a DataLoader draws from the global RNG
@@ -131,8 +137,10 @@ def train_run(
 
         if resume is None:
             paths = RunPaths(out or default_run_dir(config.preset))
-            if is_main:
-                create_run_folder(paths, config, summary)
+        if is_main:  # before the folder is written: a tracker that cannot start leaves nothing behind
+            trackers = tracking.tracking_callbacks(config, paths.root, data.classes)
+        if resume is None and is_main:
+            create_run_folder(paths, config, summary)
         callbacks = [TerminateOnNaN()]
         if verbose and is_main:
             callbacks.append(ProgressLogger())
@@ -142,7 +150,7 @@ def train_run(
             callbacks.append(ReduceLROnPlateau(patience=config.reduce_lr_on_plateau, factor=0.2))
         if config.early_stopping:
             callbacks.append(EarlyStopping(patience=config.early_stopping, restore_best_weights=True))
-        callbacks += extra_callbacks or []
+        callbacks += trackers + (extra_callbacks or [])
         trainer = Trainer(model, data, config, device, callbacks, paths.checkpoint, dist, verbose)
         if resume is not None and paths.checkpoint.is_file():
             trainer.load_checkpoint(paths.checkpoint)
@@ -155,9 +163,13 @@ def train_run(
         history = trainer.fit()
         if not is_main:
             return RunResult(paths.root, {}, history)
-        metrics = finish_run(paths, trainer, data, config, device, started, verbose)
+        metrics = finish_run(paths, trainer, data, config, device, started, verbose, evaluate_test)
+        for tracker in trackers:
+            tracker.log_results(metrics)
         return RunResult(paths.root, metrics, history)
     finally:
+        for tracker in trackers:
+            tracker.close()
         distributed.teardown(dist)
 
 
@@ -184,20 +196,22 @@ def create_run_folder(paths: RunPaths, config: TrainConfig, summary: str) -> Non
 
 
 def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: TrainConfig, device: torch.device,
-               started: str, verbose: bool) -> dict[str, Any]:
-    """Evaluate on the test set, save model, metrics and curves, and show the first predictions."""
+               started: str, verbose: bool, evaluate_test: bool = True) -> dict[str, Any]:
+    """Evaluate on the test set (unless told not to), save model, metrics and curves, and show the first predictions."""
     say = print if verbose else (lambda *a, **k: None)
     model, precision = trainer.raw_model, trainer.precision
     t0 = time.perf_counter()
-    test_logp = predict_logits(model, data.x_test, config.eval_batch_size, device, precision, tta=config.tta)
-    test_loss, test_accuracy = loss_and_accuracy(test_logp, data.y_test)
+    test: dict[str, float] = {}
+    if evaluate_test:
+        test_logp = predict_logits(model, data.x_test, config.eval_batch_size, device, precision, tta=config.tta)
+        test_loss, test_accuracy = loss_and_accuracy(test_logp, data.y_test)
+        test = {"test_accuracy": test_accuracy, "test_loss": test_loss}
     val_loss, val_accuracy = loss_and_accuracy(
         predict_logits(model, data.x_val, config.eval_batch_size, device, precision, tta=config.tta), data.y_val)
     eval_seconds = time.perf_counter() - t0
     epochs = len(trainer.history.get("loss", []))
     metrics = {
-        "test_accuracy": test_accuracy,
-        "test_loss": test_loss,
+        **test,  # absent when the test set was not looked at
         "val_accuracy": val_accuracy,
         "val_loss": val_loss,
         "accuracy": trainer.history["accuracy"][-1],
@@ -221,10 +235,14 @@ def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: Train
     save_model(paths.root, model, model_info(config, data, model))
     save_learning_curves(paths.curves, trainer.history, title=f"{config.model} on {data.name} ({config.preset})")
     write_json(paths.metrics, metrics)
-    say(f"Test accuracy: {test_accuracy:.4f} - test loss: {test_loss:.4f}")
-    first = test_logp[:3].argmax(1).numpy()
-    say("Predicted classes of the first 3 test images:")
-    say(np.array2string(first))
-    say(np.array2string(np.array(data.classes)[first]))
+    if test:  # the evaluation (RUN/evaluation/, more figures in metrics.json) and RUN/report.html need the test set
+        evaluation = evaluate_and_report(paths.root, model, data.x_test, data.y_test, data.classes, test_logp, config.tta)
+        metrics = {**metrics, **read_run_json(paths.root, "metrics.json")}
+        say(f"Test accuracy: {test_accuracy:.4f} - test loss: {test_loss:.4f}")
+        first = test_logp[:3].argmax(1).numpy()
+        say("Predicted classes of the first 3 test images:")
+        say(np.array2string(first))
+        say(np.array2string(np.array(data.classes)[first]))
+        say(f"Evaluation in {paths.root / 'evaluation'} ({evaluation.result['seconds']:.1f} s), report in {paths.root / 'report.html'}")
     say(f"Run saved in {paths.root}")
     return metrics

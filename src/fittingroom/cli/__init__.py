@@ -14,9 +14,9 @@ import sys
 
 from .. import __version__
 from ..errors import FittingroomError
-from . import data, predict, run, serve, train
+from . import data, predict, report, runs, serve, train, tune
 
-COMMANDS = (train, run, predict, serve, data)
+COMMANDS = (train, predict, report, serve, data, tune, runs)
 
 
 def build_parser() -> argparse.ArgumentParser:

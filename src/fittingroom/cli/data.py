@@ -1,4 +1,4 @@
-"""``fittingroom data info | verify | download``."""
+"""``fittingroom data info | verify | download | audit``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 from ..data import datasets as ds
 from ..data.download import download_dataset
 from ..errors import DataError
+from .report import add_audit_parser
 
 
 def _located(args) -> tuple[ds.DatasetSpec, dict]:
@@ -85,3 +86,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(q)
     q.add_argument("--mirror", help="base URL to download from instead of the official mirrors")
     q.set_defaults(func=cmd_download)
+    add_audit_parser(dsub, common)

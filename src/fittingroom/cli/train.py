@@ -26,6 +26,14 @@ CONFIG_FLAGS = {
 }
 
 
+# Switches that turn a TrainConfig field on: flag -> (field, help).
+SWITCHES = {
+    "--deterministic": ("deterministic", "bit-for-bit repeatable on CPU (same seed, same weights)"),
+    "--tensorboard": ("tensorboard", "write TensorBoard event files into the run folder (`tensorboard --logdir runs`)"),
+    "--mlflow": ("mlflow", "log the run to MLflow (needs the mlflow package; MLFLOW_TRACKING_URI, else MLflow's local default)"),
+}
+
+
 def parse_assignment(text: str, what: str) -> tuple[str, object]:
     """``key=value`` with a JSON value (bare words are strings)."""
     if "=" not in text:
@@ -59,8 +67,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for text in args.model_arg:
         key, value = parse_assignment(text, "--model-arg")
         values["model_args"] = {**values["model_args"], key: value}
-    if args.deterministic:
-        values["deterministic"] = True
+    for field, _help in SWITCHES.values():
+        if getattr(args, field, False):
+            values[field] = True
     return TrainConfig.from_dict(values, where="command line").validate()
 
 
@@ -99,9 +108,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model and save the run folder",
-                       description="Train a model, evaluate it on the test set and save everything in a run folder.")
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that build a TrainConfig (read by :func:`config_from_args`)."""
     p.add_argument("--preset", default="seed", help=f"named configuration: {', '.join(PRESETS)} (default: seed, the tutorial)")
     p.add_argument("--config", metavar="FILE", help="a JSON configuration file (a run's config.json or a preset file)")
     for flag, (field, type_, help_) in CONFIG_FLAGS.items():
@@ -109,7 +117,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arg_flag(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any configuration field, e.g. label_smoothing=0.1 or translate=2 (repeatable)")
-    p.add_argument("--deterministic", action="store_true", help="bit-for-bit repeatable on CPU (same seed, same weights)")
+    for flag, (field, help_) in SWITCHES.items():
+        p.add_argument(flag, dest=field, action="store_true", help=help_)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model and save the run folder",
+                       description="Train a model, evaluate it on the test set and save everything in a run folder.")
+    add_config_arguments(p)
     p.add_argument("--out", metavar="DIR", help="run folder to create (default: runs/<timestamp>-<preset>)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last complete epoch")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
