@@ -57,6 +57,10 @@ class TrainConfig:
     final_lr_ratio: float = 0.0  # cosine/onecycle end at lr * final_lr_ratio
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global gradient norm
+    # knowledge distillation (None: learn from the labels alone)
+    teacher: str | None = None  # a finished run/model folder, or a preset trained first into RUN/teacher
+    distill_weight: float = 0.9  # share of the loss from matching the teacher (the rest: the labels)
+    distill_temperature: float = 4.0  # softens both distributions before they are compared
     # augmentation (whole-batch tensor ops on the training images only)
     translate: int = 0  # random shift by up to this many pixels (pad + crop)
     flip: bool = False  # random horizontal flip
@@ -111,6 +115,13 @@ class TrainConfig:
                 raise ConfigError(f"`{name}` must be in [0, 1); received {name}={value!r}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.gamma <= 0:
             raise ConfigError("`weight_decay` and `warmup_epochs` must be >= 0 and `gamma` > 0")
+        if not 0 <= self.distill_weight <= 1 or not self.distill_temperature > 0:
+            raise ConfigError(
+                f"`distill_weight` must be in [0, 1] and `distill_temperature` > 0; received "
+                f"distill_weight={self.distill_weight!r}, distill_temperature={self.distill_temperature!r}"
+            )
+        if self.teacher == self.preset and self.teacher in PRESETS:
+            raise ConfigError(f"teacher={self.teacher!r} is the run's own preset; name another preset or a run folder")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"`grad_clip` must be a positive number; received grad_clip={self.grad_clip!r}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):

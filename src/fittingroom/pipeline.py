@@ -23,12 +23,13 @@ import torch
 from . import __version__, distributed, tracking
 from .artifacts import RunPaths, default_run_dir, save_model
 from .callbacks import CSVLogger, EarlyStopping, ProgressLogger, ReduceLROnPlateau, TerminateOnNaN
-from .config import TrainConfig
+from .config import PRESETS, TrainConfig
 from .data import SplitData, open_data
 from .data.datasets import DATASETS
 from .data.splits import FolderOptions, load_arrays
 from .device import describe, resolve_device
-from .errors import RunError
+from .distill import check_teacher, teacher_log_probs
+from .errors import ConfigError, RunError
 from .evaluate import loss_and_accuracy, predict_logits
 from .evaluation import evaluate_and_report
 from .fsutil import write_json, write_text
@@ -120,6 +121,7 @@ def train_run(
             raise RunError(f"{resume}: not a run folder (no config.json); pass the folder `fittingroom train` created")
         config = TrainConfig.load(paths.config)
     config = (config or TrainConfig.from_preset("seed")).validate()
+    check_teacher(config)
     tracking.require(config)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -151,7 +153,12 @@ def train_run(
         if config.early_stopping:
             callbacks.append(EarlyStopping(patience=config.early_stopping, restore_best_weights=True))
         callbacks += trackers + (extra_callbacks or [])
-        trainer = Trainer(model, data, config, device, callbacks, paths.checkpoint, dist, verbose)
+        teacher_logp = None
+        if config.teacher:
+            if dist is not None and config.teacher in PRESETS:
+                raise ConfigError("under torchrun the teacher must be a finished run folder; train the preset first")
+            teacher_logp = teacher_log_probs(config, data, paths.root, device, verbose and is_main)
+        trainer = Trainer(model, data, config, device, callbacks, paths.checkpoint, dist, verbose, teacher_logp)
         if resume is not None and paths.checkpoint.is_file():
             trainer.load_checkpoint(paths.checkpoint)
             say(f"Resuming {paths.root} after epoch {trainer.epoch}/{config.epochs}")

@@ -27,6 +27,7 @@ from .checkpoint import load_checkpoint, optimizer_from_parts, optimizer_to_part
 from .config import TrainConfig
 from .data import SplitData
 from .device import autocast, resolve_precision
+from .distill import distillation_loss
 from .errors import ConfigError, FittingroomError
 from .evaluate import loss_and_accuracy, predict_logits, to_float
 from .optim import build_optimizer, lr_multiplier, set_lr
@@ -65,6 +66,7 @@ class Trainer:
         checkpoint_path: str | Path | None = None,
         dist: distributed.DistInfo | None = None,
         verbose: bool = True,
+        teacher_logp: torch.Tensor | None = None,
     ):
         self.config, self.device, self.dist = config, device, dist
         self.precision = resolve_precision(config.precision, device)
@@ -76,6 +78,7 @@ class Trainer:
             )
         self.optimizer = build_optimizer(self.raw_model, config)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.teacher_logp = teacher_logp  # (N, classes) for the training images, in their stored order
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             cb.set_trainer(self)
@@ -165,7 +168,7 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         if not scheduled:
             set_lr(opt, cfg.lr)
-        for step, (xb, yb) in enumerate(self.batches(perm)):
+        for step, (xb, yb, idx) in enumerate(self.batches(perm)):
             xb = to_float(xb)  # (B, H, W) in [0, 1]
             if augmenting:
                 xb = augment_batch(xb, self.augment_gen, cfg.translate, cfg.flip, cfg.erase)
@@ -174,6 +177,9 @@ class Trainer:
             with autocast(self.device, self.precision):
                 logits = model(xb)  # (B, classes)
             loss = self.loss_fn(logits.float(), yb)
+            if self.teacher_logp is not None:
+                soft = distillation_loss(logits, self.teacher_logp[idx], cfg.distill_temperature)
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * soft
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -196,19 +202,19 @@ class Trainer:
         }
 
     def batches(self, perm: torch.Tensor):
-        """(uint8 images, labels) of each step, in the order of ``perm``."""
+        """(uint8 images, labels, their indices in the training set) of each step, in the order of ``perm``."""
+        perm = perm.to(self.device)
+        steps = [slice(step * self.local_batch, (step + 1) * self.local_batch) for step in range(self.steps_per_epoch)]
         if self.streaming:
             from .data.folder import iterate_batches
 
-            labels = self.y_train[perm.to(self.device)]
-            for step, xb in enumerate(iterate_batches(self.x_train, self.local_batch, perm.tolist(), self.config.workers)):
-                yield xb.to(self.device), labels[step * self.local_batch:(step + 1) * self.local_batch]
+            labels = self.y_train[perm]
+            for s, xb in zip(steps, iterate_batches(self.x_train, self.local_batch, perm.tolist(), self.config.workers)):
+                yield xb.to(self.device), labels[s], perm[s]
             return
-        perm = perm.to(self.device)
         x_epoch, y_epoch = self.x_train[perm], self.y_train[perm]  # one gather per epoch, slices per step
-        for step in range(self.steps_per_epoch):
-            yield (x_epoch[step * self.local_batch:(step + 1) * self.local_batch],  # (B, H, W) uint8
-                   y_epoch[step * self.local_batch:(step + 1) * self.local_batch])  # (B,)
+        for s in steps:
+            yield x_epoch[s], y_epoch[s], perm[s]  # (B, H, W) uint8, (B,), (B,)
 
     def validate(self) -> tuple[float, float]:
         """Validation loss and accuracy (every process computes the same numbers on the whole set)."""

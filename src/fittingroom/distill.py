@@ -1,0 +1,92 @@
+"""Knowledge distillation: a small model learns from a trained teacher's probabilities.
+
+Hinton et al. (2015): besides the labels, the student matches the teacher's
+softened output distribution (temperature T), which says how alike the
+classes look ("this shirt is a bit like a T-shirt") and carries far more
+information per image than the label alone. It lets the tutorial's MLP learn
+from a CNN what it could not find in the labels.
+
+The teacher is a finished run or model folder, or the name of a preset, which
+is then trained first into ``RUN/teacher``. Its log-probabilities for every
+training image are computed once, before the first epoch (the images in their
+stored form, without augmentation), so distilling costs one forward pass of
+the teacher in all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError, RunError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .data import SplitData
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logp: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) between the distributions softened by ``temperature``, times T^2.
+
+    The T^2 keeps the gradients' scale independent of T (Hinton et al.), so the
+    weight between this and the label loss means the same at any temperature.
+    Log-probabilities serve as logits: softmax(logp / T) == softmax(logits / T).
+    """
+    student = F.log_softmax(logits.float() / temperature, dim=1)
+    teacher = F.log_softmax(teacher_logp / temperature, dim=1)
+    return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * temperature**2
+
+
+def check_teacher(config: TrainConfig) -> None:
+    """Fail early (before any run folder exists) when ``config.teacher`` names nothing usable."""
+    from .config import PRESETS
+
+    name = config.teacher
+    if name is not None and name not in PRESETS and not (Path(name) / "model.json").is_file():
+        raise ConfigError(
+            f"teacher={name!r} is neither a preset ({', '.join(PRESETS)}) nor a finished run or model folder"
+        )
+
+
+def resolve_teacher(config: TrainConfig, run_dir: Path, verbose: bool) -> Path:
+    """The folder of the teacher's model: the given folder, or ``run_dir/teacher`` trained from a preset."""
+    from .config import PRESETS
+
+    name = config.teacher
+    if name in PRESETS:
+        folder = run_dir / "teacher"
+        if not (folder / "model.json").is_file():
+            from .pipeline import train_run
+
+            say = print if verbose else (lambda *a, **k: None)
+            say(f"Training the teacher first: preset {name!r} into {folder}")
+            teacher_config = type(config).from_preset(name).replace(
+                data=config.data, data_dir=config.data_dir, seed=config.seed, device=config.device,
+                threads=config.threads, validation_size=config.validation_size)
+            resume = folder if (folder / "config.json").is_file() else None
+            with torch.random.fork_rng():  # the student's random draws stay what they would be without this
+                train_run(teacher_config, out=None if resume else folder, resume=resume, verbose=verbose)
+        return folder
+    check_teacher(config)
+    return Path(name)
+
+
+def teacher_log_probs(config: TrainConfig, data: SplitData, run_dir: Path, device: torch.device,
+                      verbose: bool) -> torch.Tensor:
+    """The teacher's log-probabilities (N, classes) for the training images, on ``device``."""
+    from .artifacts import load_module
+    from .device import resolve_precision
+    from .evaluate import predict_logits
+
+    folder = resolve_teacher(config, run_dir, verbose)
+    teacher, info = load_module(folder, device)
+    if list(info["classes"]) != list(data.classes):
+        raise RunError(f"{folder}: the teacher knows classes {info['classes']}, the data has {data.classes}")
+    if list(info["input_shape"]) != list(data.input_shape):
+        raise RunError(f"{folder}: the teacher takes {info['input_shape']} images, the data has {list(data.input_shape)}")
+    precision = resolve_precision(config.precision, device)
+    return predict_logits(teacher, data.x_train, config.eval_batch_size, device, precision,
+                          tta=bool(info.get("tta"))).to(device)
