@@ -208,9 +208,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The tutorial exactly: Keras's SGD (lr 0.01, no momentum), batch 32, 30 epochs, fp32.
     "seed": {},
     # The tutorial's architecture (266,610 parameters), the fastest path to its accuracy: big batches in
-    # bfloat16 where the CPU has it, Nesterov momentum on a one-cycle schedule, label smoothing.
+    # bfloat16 where the CPU has it, AdamW on a one-cycle schedule, label smoothing, 8 epochs.
     "fast": {
-        "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.2, "batch_size": 512,
-        "schedule": "onecycle", "label_smoothing": 0.1, "epochs": 10, "precision": "auto",
+        "optimizer": "adamw", "lr": 0.004, "weight_decay": 1e-4, "batch_size": 512,
+        "schedule": "onecycle", "label_smoothing": 0.1, "epochs": 8, "precision": "auto",
     },
 }

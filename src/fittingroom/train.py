@@ -111,6 +111,7 @@ class Trainer:
         # Separate generators, so that resuming restores exactly the random draws still to come.
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
         self.augment_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+        self._epoch_buffers: tuple[torch.Tensor, torch.Tensor] | None = None
         self._batch_hooks = [cb for cb in self.callbacks if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
 
     # ------------------------------------------------------------------ output
@@ -132,14 +133,17 @@ class Trainer:
                 logs = self.train_epoch(self.epoch)
                 val_loss, val_accuracy = self.validate()
                 logs.update(val_loss=val_loss, val_accuracy=val_accuracy)
-                logs["seconds"] = time.perf_counter() - start
-                self.train_seconds += logs["seconds"]
+                logs["seconds"] = time.perf_counter() - start  # training and validation
                 for key, value in logs.items():
                     self.history.setdefault(key, []).append(value)
                 for cb in self.callbacks:
                     cb.on_epoch_end(self.epoch, logs)
                 self.epoch += 1
+                # The whole epoch counts, callbacks and checkpoint included, as Keras's fit counts them.
+                saving = time.perf_counter()
+                self.train_seconds += saving - start
                 self.save_checkpoint()
+                self.train_seconds += time.perf_counter() - saving
         except KeyboardInterrupt:
             raise TrainingInterrupted(
                 f"interrupted during epoch {self.epoch + 1}; "
@@ -212,7 +216,14 @@ class Trainer:
             for s, xb in zip(steps, iterate_batches(self.x_train, self.local_batch, perm.tolist(), self.config.workers)):
                 yield xb.to(self.device), labels[s], perm[s]
             return
-        x_epoch, y_epoch = self.x_train[perm], self.y_train[perm]  # one gather per epoch, slices per step
+        # One gather per epoch into buffers kept across epochs (a fresh 43 MB tensor each epoch costs page
+        # faults), then contiguous slices per step.
+        if self._epoch_buffers is None or len(self._epoch_buffers[0]) != len(perm):
+            self._epoch_buffers = (self.x_train.new_empty((len(perm), *self.x_train.shape[1:])),
+                                   self.y_train.new_empty(len(perm)))
+        x_epoch, y_epoch = self._epoch_buffers
+        torch.index_select(self.x_train, 0, perm, out=x_epoch)
+        torch.index_select(self.y_train, 0, perm, out=y_epoch)
         for s in steps:
             yield x_epoch[s], y_epoch[s], perm[s]  # (B, H, W) uint8, (B,), (B,)
 
