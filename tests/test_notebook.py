@@ -57,8 +57,9 @@ def test_the_notebook_runs_and_shows_summary_progress_pictures_and_predictions(t
     assert "train (1000, 28, 28), validation (5000, 28, 28), test (300, 28, 28), uint8" in text
     assert "%|" in text and "step/s" in text  # tqdm's live bar, rendered into the notebook
     assert "Epoch 1/1 32/32" in text and "Test accuracy:" in text
-    # samples, curves, confusion matrix, mistakes, photo: five pictures
-    assert pictures == 5
+    # samples, curves, the evaluation's four (confusion, highest loss, reliability, explanations), photo
+    assert pictures == 7
+    assert "top-2 accuracy" in text and "expected calibration error" in text
     assert re.search(r"^\[[0-3] [0-3] [0-3]\]\n\['\w+' '\w+' '\w+'\]$", text, re.MULTILINE)  # the first 3 test images
     assert re.search(r"^(zero|one|two|three) +0\.\d{4}$", text, re.MULTILINE)  # the photo's top classes
 
