@@ -154,22 +154,27 @@ def cnn(
     num_classes: int = 10,
     widths: tuple[int, ...] = (32, 64, 128),
     convs: tuple[int, ...] = (1, 2, 2),
+    head: str = "avg",
+    hidden: int = 0,
     dropout: float = 0.0,
 ) -> nn.Module:
     """A small VGG-style network for 28x28 images, quick on a laptop CPU.
 
     Each stage is ``convs[i]`` 3x3 convolutions of ``widths[i]`` channels with
-    batch norm and ReLU, followed by 2x2 max pooling (28 -> 14 -> 7 -> 3); global
-    average pooling and one dense layer classify. The first stage has a single
-    convolution by default: at full resolution every layer's batch norm and ReLU
-    cost more memory traffic than its convolution costs arithmetic.
+    batch norm and ReLU, followed by 2x2 max pooling (28 -> 14 -> 7 -> 3). The
+    first stage has a single convolution by default: at full resolution every
+    layer's batch norm and ReLU cost more memory traffic than its convolution
+    costs arithmetic.
 
     Args:
         input_shape: image height and width.
         num_classes: number of outputs.
         widths: channels of each stage.
         convs: convolutions in each stage (same length as ``widths``).
-        dropout: dropout rate before the classifier.
+        head: "avg" averages the last feature map over space (global average pooling); "flatten" keeps
+            where each feature is (the last map's H x W x C values).
+        hidden: width of a dense ReLU layer before the output (0: none).
+        dropout: dropout rate before the classifier's dense layers.
     """
     _positive("num_classes", num_classes)
     for width in widths:
@@ -179,14 +184,25 @@ def cnn(
     if len(convs) != len(widths):
         raise ValueError(f"`convs` needs one entry per stage ({len(widths)}); received convs={list(convs)!r}")
     _rate("dropout", dropout)
+    _positive("hidden", hidden, allow_zero=True)
+    if head not in ("avg", "flatten"):
+        raise ValueError(f"`head` must be 'avg' or 'flatten'; received head={head!r}")
     layers: list[nn.Module] = [AddChannel()]
-    c_in = 1
+    c_in, (h, w) = 1, input_shape
     for width, n in zip(widths, convs):
         for _ in range(n):
             layers += _conv_bn(c_in, width)
             c_in = width
         layers.append(nn.MaxPool2d(2))
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        h, w = h // 2, w // 2
+    if head == "avg":
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    else:
+        layers.append(nn.Flatten())
+        c_in *= h * w
+    if hidden:
+        layers += ([nn.Dropout(dropout)] if dropout else []) + [nn.Linear(c_in, hidden), nn.ReLU()]
+        c_in = hidden
     if dropout:
         layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(c_in, num_classes))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import PRESETS, TrainConfig
+from ..config import PRESET_NOTES, PRESETS, TrainConfig
 from ..errors import ConfigError
 
 # Flags that map one-to-one onto TrainConfig fields: flag -> (field, type, help).
@@ -103,8 +103,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
         return 0
     for name in PRESETS:
         cfg = TrainConfig.from_preset(name)
-        print(f"{name:10s} {cfg.model:7s} {cfg.optimizer:5s} lr={cfg.lr:<6g} batch={cfg.batch_size:<5d} "
-              f"epochs={cfg.epochs:<3d} {cfg.schedule}")
+        print(f"{name:9s} {cfg.model:6s} {cfg.epochs:>3d} epochs  {PRESET_NOTES.get(name, '')}")
+    print("\n`fittingroom presets NAME` shows one whole; `fittingroom train --preset NAME` trains it.")
     return 0
 
 
