@@ -69,7 +69,8 @@ def test_the_notebook_runs_on_fashion_mnist(real_data_dir, tmp_path, monkeypatch
     monkeypatch.setenv("FITTINGROOM_DATA", real_data_dir)
     text, pictures = _outputs(_execute(tmp_path, monkeypatch, "fashion-mnist"))
     assert "Total params: 266,610" in text and "Epoch 1/1 1719/1719" in text
-    assert "['Ankle boot' 'Pullover' 'Trouser']" in text and pictures == 5
+    assert "['Ankle boot' 'Pullover' 'Trouser']" in text and pictures == 7
+    assert "top-2 accuracy" in text and "the test image it was made from: " in text
 
 
 def test_the_script_runs_the_tutorial_steps_in_order(tutorial_data, tmp_path):
