@@ -75,6 +75,7 @@ class TrainConfig:
     seed: int = 42
     deterministic: bool = False  # bit-for-bit repeatable on CPU
     eval_batch_size: int = 2048
+    fused: bool = True  # plain MLP + plain SGD: the hand-fused step (fused.py), same maths, about 2x faster
     threads: int | None = None  # CPU threads (torch.set_num_threads); None keeps torch's default
     # tracking (see tracking.py)
     tensorboard: bool = False  # write TensorBoard event files into the run folder

@@ -166,7 +166,8 @@ def train_run(
             say(f"Resuming {paths.root}: no epoch was complete, starting from the first")
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         say(f"Training {config.model} on {data.name} ({len(data.x_train):,} training, {len(data.x_val):,} validation images) "
-            f"on {describe(device)}, {trainer.precision}" + (f", {dist.world_size} processes" if dist else ""))
+            f"on {describe(device)}, {trainer.precision}" + (f", {dist.world_size} processes" if dist else "")
+            + (", fused SGD step" if trainer.unfused_reason is None else ""))
         history = trainer.fit()
         if not is_main:
             return RunResult(paths.root, {}, history)

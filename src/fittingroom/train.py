@@ -30,6 +30,7 @@ from .device import autocast, resolve_precision
 from .distill import distillation_loss
 from .errors import ConfigError, FittingroomError
 from .evaluate import loss_and_accuracy, predict_logits, to_float
+from .fused import FusedMLPStep, epoch_loss_and_correct, why_not_fused
 from .optim import build_optimizer, lr_multiplier, set_lr
 
 
@@ -113,6 +114,10 @@ class Trainer:
         self.augment_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         self._epoch_buffers: tuple[torch.Tensor, torch.Tensor] | None = None
         self._batch_hooks = [cb for cb in self.callbacks if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
+        # The tutorial's case (plain MLP, plain SGD, fp32, one process) takes the hand-fused step.
+        self.unfused_reason = why_not_fused(config, self.raw_model, self.precision, dist is not None, self.streaming)
+        self._fused_step = FusedMLPStep(self.raw_model) if self.unfused_reason is None else None
+        self._fused_buffers: tuple[torch.Tensor, ...] | None = None
 
     # ------------------------------------------------------------------ output
     def say(self, message: str) -> None:
@@ -168,6 +173,8 @@ class Trainer:
         augmenting = bool(cfg.translate or cfg.flip or cfg.erase)
         scheduled = cfg.schedule != "constant" or cfg.warmup_epochs > 0 or self.lr_factor != 1.0
         first_step = epoch * self.steps_per_epoch
+        if self._fused_step is not None:
+            return self._train_epoch_fused(perm, scheduled, first_step)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         if not scheduled:
@@ -204,6 +211,49 @@ class Trainer:
             "accuracy": (totals[1] / totals[2]).item(),
             "lr": opt.param_groups[0]["lr"],
         }
+
+    def _train_epoch_fused(self, perm: torch.Tensor, scheduled: bool, first_step: int) -> dict[str, float]:
+        """The epoch of ``train_epoch`` for a plain MLP under plain SGD, with the fused step (see fused.py)."""
+        cfg, opt = self.config, self.optimizer
+        n, classes = len(perm), self.raw_model[-1].out_features
+        flat = self.x_train.reshape(len(self.x_train), -1)
+        if self._fused_buffers is None or len(self._fused_buffers[0]) != n:
+            self._fused_buffers = tuple(torch.empty(n, width, device=self.device, dtype=dtype) for width, dtype in
+                                        ((flat.shape[1], flat.dtype), (flat.shape[1], torch.float32),
+                                         (classes, torch.float32), (classes, torch.float32)))
+        gathered, x_all, onehot, logits = self._fused_buffers
+        # The epoch's images in shuffled order, scaled to [0, 1] in one pass (as to_float does); the targets one-hot.
+        perm = perm.to(self.device)
+        torch.index_select(flat, 0, perm, out=gathered)
+        x_all.copy_(gathered)
+        if flat.dtype == torch.uint8:
+            x_all.div_(255.0)
+        labels = self.y_train[perm]
+        onehot.zero_().scatter_(1, labels[:, None], 1.0)
+        lr = cfg.lr
+        set_lr(opt, lr)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        counted = 0
+        for step in range(self.steps_per_epoch):
+            s = slice(step * self.local_batch, min((step + 1) * self.local_batch, n))
+            if scheduled:
+                lr = cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch)
+            self._fused_step(x_all[s], onehot[s], lr, logits[s])
+            if self._batch_hooks:
+                running = {}
+                if step % 50 == 0:
+                    block_loss, block_correct = epoch_loss_and_correct(logits[counted:s.stop], labels[counted:s.stop])
+                    loss_sum += block_loss
+                    correct += block_correct
+                    counted = s.stop
+                    running = {"loss": loss_sum.item() / counted, "accuracy": correct.item() / counted}
+                for cb in self._batch_hooks:
+                    cb.on_train_batch_end(step, running)
+        block_loss, block_correct = epoch_loss_and_correct(logits[counted:], labels[counted:])
+        set_lr(opt, lr)
+        return {"loss": ((loss_sum + block_loss) / n).item(), "accuracy": ((correct + block_correct) / n).item(),
+                "lr": lr}
 
     def batches(self, perm: torch.Tensor):
         """(uint8 images, labels, their indices in the training set) of each step, in the order of ``perm``."""
