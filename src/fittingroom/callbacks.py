@@ -15,7 +15,9 @@ import importlib.util
 import io
 import math
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +147,56 @@ class ReduceLROnPlateau(Callback):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.best, self.wait, self.cooldown_counter = state["best"], state["wait"], state["cooldown_counter"]
+
+
+class ModelCheckpoint(Callback):
+    """Keep the model of the best epoch so far (by ``monitor``) as a model folder: Keras's ``save_best_only``.
+
+    The folder (``RUN/best/``) loads, predicts, exports and serves like the run
+    itself; its ``model.json`` adds ``epoch``, ``monitor`` and the monitored value.
+    It is replaced whole: the new folder is written beside the old one and
+    swapped in by renames, so a crash leaves one complete folder or the other.
+    The checkpoint after every epoch (``checkpoint.safetensors``) is the "last" one.
+    """
+
+    name = "model_checkpoint"
+
+    def __init__(self, folder: str | os.PathLike, describe: Callable[[torch.nn.Module], dict[str, Any]],
+                 monitor: str = "val_accuracy"):
+        self.folder, self.describe, self.monitor = Path(folder), describe, monitor
+        self.staging = self.folder.with_name(self.folder.name + ".new")
+        self.old = self.folder.with_name(self.folder.name + ".old")
+        self.best: float | None = None
+        self.best_epoch = -1
+
+    def on_train_begin(self) -> None:
+        # A crash between the two renames leaves the new folder complete under its staging name.
+        if not self.folder.exists() and (self.staging / "model.json").is_file():
+            os.replace(self.staging, self.folder)
+        shutil.rmtree(self.old, ignore_errors=True)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        from .artifacts import save_model
+
+        value = logs[self.monitor]
+        if not _improved(self.monitor, value, self.best, 0.0):
+            return
+        model = self.trainer.raw_model
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir()
+        save_model(self.staging, model, {**self.describe(model), "epoch": epoch + 1, "monitor": self.monitor,
+                                         self.monitor: value})
+        if self.folder.exists():
+            os.replace(self.folder, self.old)
+        os.replace(self.staging, self.folder)
+        shutil.rmtree(self.old, ignore_errors=True)
+        self.best, self.best_epoch = value, epoch
+
+    def get_state(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
 
 
 class TerminateOnNaN(Callback):

@@ -69,6 +69,7 @@ class TrainConfig:
     # callbacks (Keras's meaning; None disables)
     early_stopping: int | None = None  # patience in epochs, on val_loss; restores the best weights
     reduce_lr_on_plateau: int | None = None  # patience in epochs, on val_loss
+    save_best: str | None = None  # "val_accuracy" or "val_loss": keep the best epoch's model in RUN/best/
     # execution
     precision: str = "fp32"  # auto: bf16 where the hardware runs it fast
     device: str = "auto"
@@ -90,6 +91,8 @@ class TrainConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("device", self.device, DEVICES)
+        if self.save_best is not None:
+            _choice("save_best", self.save_best, ("val_accuracy", "val_loss"))
         if self.model not in list_models():
             raise ConfigError(f"unknown model {self.model!r}; valid names: {', '.join(list_models())}")
         create_model(self.model, **self.model_args)  # checks the arguments

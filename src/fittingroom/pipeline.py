@@ -22,7 +22,7 @@ import torch
 
 from . import __version__, distributed, tracking
 from .artifacts import RunPaths, default_run_dir, save_model
-from .callbacks import CSVLogger, EarlyStopping, ProgressLogger, ReduceLROnPlateau, TerminateOnNaN
+from .callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressLogger, ReduceLROnPlateau, TerminateOnNaN
 from .config import PRESETS, TrainConfig
 from .data import SplitData, open_data
 from .data.datasets import DATASETS
@@ -152,6 +152,8 @@ def train_run(
             callbacks.append(ReduceLROnPlateau(patience=config.reduce_lr_on_plateau, factor=0.2))
         if config.early_stopping:
             callbacks.append(EarlyStopping(patience=config.early_stopping, restore_best_weights=True))
+        if config.save_best and is_main:
+            callbacks.append(ModelCheckpoint(paths.root / "best", lambda m: model_info(config, data, m), config.save_best))
         callbacks += trackers + (extra_callbacks or [])
         teacher_logp = None
         if config.teacher:
