@@ -228,7 +228,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cnn": {
         "model": "cnn", "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.1, "weight_decay": 5e-4,
         "batch_size": 256, "schedule": "onecycle", "label_smoothing": 0.1, "translate": 2, "flip": True,
-        "epochs": 18, "precision": "auto", "tta": True,
+        "epochs": 24, "precision": "auto", "tta": True,
     },
     # A wide ResNet-20 for the best accuracy, sized for one GPU (about a minute there); it runs on a CPU too, slowly.
     "resnet": {
