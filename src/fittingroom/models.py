@@ -157,14 +157,19 @@ def cnn(
     head: str = "avg",
     hidden: int = 0,
     dropout: float = 0.0,
+    pool_first: bool = True,
 ) -> nn.Module:
     """A small VGG-style network for 28x28 images, quick on a laptop CPU.
 
-    Each stage is ``convs[i]`` 3x3 convolutions of ``widths[i]`` channels with
-    batch norm and ReLU, followed by 2x2 max pooling (28 -> 14 -> 7 -> 3). The
+    Each stage is ``convs[i]`` 3x3 convolutions of ``widths[i]`` channels, each
+    with batch norm and ReLU, and 2x2 max pooling (28 -> 14 -> 7 -> 3). The
     first stage has a single convolution by default: at full resolution every
     layer's batch norm and ReLU cost more memory traffic than its convolution
-    costs arithmetic.
+    costs arithmetic. For the same reason a stage's last convolution is pooled
+    before its batch norm and ReLU (``pool_first``), which then work on a
+    quarter of the values: max pooling commutes with ReLU and with any
+    increasing affine map, so this changes only which statistics batch norm
+    sees, and a training step is about a quarter faster.
 
     Args:
         input_shape: image height and width.
@@ -175,6 +180,7 @@ def cnn(
             where each feature is (the last map's H x W x C values).
         hidden: width of a dense ReLU layer before the output (0: none).
         dropout: dropout rate before the classifier's dense layers.
+        pool_first: pool each stage's last convolution before its batch norm and ReLU (False: after).
     """
     _positive("num_classes", num_classes)
     for width in widths:
@@ -190,10 +196,13 @@ def cnn(
     layers: list[nn.Module] = [AddChannel()]
     c_in, (h, w) = 1, input_shape
     for width, n in zip(widths, convs):
-        for _ in range(n):
-            layers += _conv_bn(c_in, width)
+        for i in range(n):
+            conv, norm, relu = _conv_bn(c_in, width)
+            last = i == n - 1
+            layers += [conv, nn.MaxPool2d(2), norm, relu] if last and pool_first else [conv, norm, relu]
             c_in = width
-        layers.append(nn.MaxPool2d(2))
+        if not pool_first:
+            layers.append(nn.MaxPool2d(2))
         h, w = h // 2, w // 2
     if head == "avg":
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
