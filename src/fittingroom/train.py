@@ -5,7 +5,8 @@ Each epoch shuffles it with one gather, then every step takes a contiguous
 slice, scales it to [0, 1], augments it as a batch and takes one optimizer
 step: no DataLoader, no per-image Python. Validation runs after every epoch,
 then the callbacks, then (if a path is set) an atomic checkpoint of
-everything needed to resume.
+everything needed to resume. The tutorial's own case (a plain MLP under plain
+SGD in fp32) takes the same loop with a hand-fused step instead (fused.py).
 """
 
 from __future__ import annotations
@@ -216,22 +217,17 @@ class Trainer:
         """The epoch of ``train_epoch`` for a plain MLP under plain SGD, with the fused step (see fused.py)."""
         cfg, opt = self.config, self.optimizer
         n, classes = len(perm), self.raw_model[-1].out_features
-        flat = self.x_train.reshape(len(self.x_train), -1)
+        images, labels = self._gather_epoch(perm.to(self.device))
         if self._fused_buffers is None or len(self._fused_buffers[0]) != n:
-            self._fused_buffers = tuple(torch.empty(n, width, device=self.device, dtype=dtype) for width, dtype in
-                                        ((flat.shape[1], flat.dtype), (flat.shape[1], torch.float32),
-                                         (classes, torch.float32), (classes, torch.float32)))
-        gathered, x_all, onehot, logits = self._fused_buffers
-        # The epoch's images in shuffled order, scaled to [0, 1] in one pass (as to_float does); the targets one-hot.
-        perm = perm.to(self.device)
-        torch.index_select(flat, 0, perm, out=gathered)
-        x_all.copy_(gathered)
-        if flat.dtype == torch.uint8:
+            self._fused_buffers = (torch.empty(n, math.prod(images.shape[1:]), device=self.device),
+                                   torch.empty(n, classes, device=self.device), torch.empty(n, classes, device=self.device))
+        x_all, onehot, logits = self._fused_buffers
+        # The epoch's images scaled to [0, 1] in one pass (as to_float does per batch); the targets one-hot.
+        x_all.copy_(images.view(n, -1))
+        if images.dtype == torch.uint8:
             x_all.div_(255.0)
-        labels = self.y_train[perm]
         onehot.zero_().scatter_(1, labels[:, None], 1.0)
         lr = cfg.lr
-        set_lr(opt, lr)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         counted = 0
@@ -266,16 +262,23 @@ class Trainer:
             for s, xb in zip(steps, iterate_batches(self.x_train, self.local_batch, perm.tolist(), self.config.workers)):
                 yield xb.to(self.device), labels[s], perm[s]
             return
-        # One gather per epoch into buffers kept across epochs (a fresh 43 MB tensor each epoch costs page
-        # faults), then contiguous slices per step.
+        x_epoch, y_epoch = self._gather_epoch(perm)
+        for s in steps:
+            yield x_epoch[s], y_epoch[s], perm[s]  # (B, H, W) uint8, (B,), (B,)
+
+    def _gather_epoch(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training images and labels in the order of ``perm``, gathered into buffers kept across epochs.
+
+        One gather per epoch, then contiguous slices per step; the buffers are reused because a fresh 43 MB
+        tensor every epoch costs page faults.
+        """
         if self._epoch_buffers is None or len(self._epoch_buffers[0]) != len(perm):
             self._epoch_buffers = (self.x_train.new_empty((len(perm), *self.x_train.shape[1:])),
                                    self.y_train.new_empty(len(perm)))
         x_epoch, y_epoch = self._epoch_buffers
         torch.index_select(self.x_train, 0, perm, out=x_epoch)
         torch.index_select(self.y_train, 0, perm, out=y_epoch)
-        for s in steps:
-            yield x_epoch[s], y_epoch[s], perm[s]  # (B, H, W) uint8, (B,), (B,)
+        return x_epoch, y_epoch
 
     def validate(self) -> tuple[float, float]:
         """Validation loss and accuracy (every process computes the same numbers on the whole set)."""
