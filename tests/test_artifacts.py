@@ -88,3 +88,11 @@ def test_garbage_model_json(copied_run):
     (copied_run / "model.json").write_text("{")
     with pytest.raises(RunError, match="damaged model description"):
         load_model(copied_run)
+
+
+def test_model_json_records_every_model_argument_defaults_included(tiny_run):
+    from fittingroom.models import model_defaults
+
+    args = json.loads((tiny_run / "model.json").read_text())["model_args"]
+    assert set(args) == set(model_defaults("mlp"))
+    assert args["dropout"] == 0.0 and args["batch_norm"] is False and args["num_classes"] == 4

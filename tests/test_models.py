@@ -77,3 +77,15 @@ def test_invalid_argument_values_are_echoed(kwargs, message):
 def test_resnet_depth_must_be_6n_plus_2():
     with pytest.raises(ConfigError, match="depth=21"):
         create_model("resnet", depth=21)
+
+
+def test_cnn_pools_before_batch_norm_unless_told_otherwise():
+    from torch import nn
+
+    first = [type(m) for m in create_model("cnn")][1:5]
+    assert first == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU]
+    after = [type(m) for m in create_model("cnn", pool_first=False)][1:5]
+    assert after == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d]
+    x = torch.rand(4, 28, 28)
+    assert create_model("cnn", pool_first=False)(x).shape == create_model("cnn")(x).shape == (4, 10)
+    assert count_params(create_model("cnn", pool_first=False)) == count_params(create_model("cnn"))

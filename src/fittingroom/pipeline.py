@@ -33,7 +33,7 @@ from .errors import ConfigError, RunError
 from .evaluate import loss_and_accuracy, predict_logits
 from .evaluation import evaluate_and_report
 from .fsutil import write_json, write_text
-from .models import count_params, create_model
+from .models import count_params, create_model, model_defaults
 from .plots import save_learning_curves
 from .preprocess import Preprocessing
 from .runview import read_run_json
@@ -84,7 +84,9 @@ def model_info(config: TrainConfig, data: SplitData, model: torch.nn.Module) -> 
     val_probs = predict_logits(model, data.x_val, config.eval_batch_size, tta=config.tta).exp().numpy()
     return {
         "model": config.model,
-        "model_args": {**config.model_args, "input_shape": list(data.input_shape), "num_classes": data.num_classes},
+        # every argument, defaults included, so the folder still loads if a default changes later
+        "model_args": {**model_defaults(config.model), **config.model_args, "input_shape": list(data.input_shape),
+                       "num_classes": data.num_classes},
         "classes": list(data.classes),
         "input_shape": list(data.input_shape),
         "preprocessing": prep.to_dict(),
