@@ -167,7 +167,6 @@ class ModelCheckpoint(Callback):
         self.staging = self.folder.with_name(self.folder.name + ".new")
         self.old = self.folder.with_name(self.folder.name + ".old")
         self.best: float | None = None
-        self.best_epoch = -1
 
     def on_train_begin(self) -> None:
         # A crash between the two renames leaves the new folder complete under its staging name.
@@ -190,13 +189,13 @@ class ModelCheckpoint(Callback):
             os.replace(self.folder, self.old)
         os.replace(self.staging, self.folder)
         shutil.rmtree(self.old, ignore_errors=True)
-        self.best, self.best_epoch = value, epoch
+        self.best = value
 
     def get_state(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch}
+        return {"best": self.best}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.best = state["best"]
 
 
 class TerminateOnNaN(Callback):
