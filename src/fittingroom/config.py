@@ -82,6 +82,11 @@ class TrainConfig:
     tensorboard: bool = False  # write TensorBoard event files into the run folder
     mlflow: bool = False  # log to MLflow (needs the mlflow package; MLFLOW_TRACKING_URI or its local default)
 
+    @property
+    def augmenting(self) -> bool:
+        """Whether training images are augmented (shifted, flipped or erased)."""
+        return bool(self.translate or self.flip or self.erase)
+
     # ------------------------------------------------------------------ checks
     def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first invalid field; return self when all are valid."""

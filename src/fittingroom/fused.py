@@ -52,7 +52,7 @@ def why_not_fused(config, model: nn.Module, precision: str, distributed: bool, s
         (config.optimizer != "sgd" or config.momentum or config.weight_decay, "the optimizer is not plain SGD"),
         (bool(config.label_smoothing), "label smoothing"),
         (config.teacher is not None, "distillation"),
-        (bool(config.translate or config.flip or config.erase), "augmentation"),
+        (config.augmenting, "augmentation"),
         (bool(config.grad_clip), "gradient clipping"),
         (precision != "fp32", f"{precision} precision"),
         (distributed, "several processes"),

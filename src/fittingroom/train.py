@@ -171,7 +171,7 @@ class Trainer:
         perm = torch.randperm(len(self.x_train), generator=self.shuffle_gen)
         if world > 1:
             perm = perm.repeat(2)[: self.local_examples * world][rank::world]
-        augmenting = bool(cfg.translate or cfg.flip or cfg.erase)
+        augmenting = cfg.augmenting
         scheduled = cfg.schedule != "constant" or cfg.warmup_epochs > 0 or self.lr_factor != 1.0
         first_step = epoch * self.steps_per_epoch
         if self._fused_step is not None:
