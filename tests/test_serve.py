@@ -88,7 +88,7 @@ def test_several_files_answer_an_array_and_a_bad_one_fails_alone(client, tiny_ru
     ("too many files", dict(files=[("files", (f"{i}.png", b"1", "image/png")) for i in range(5)]), 400,
      "Too many files"),
     ("top_k out of range", dict(files={"file": ("a.png", b"1", "image/png")}, params={"top_k": 0}), 422,
-     "top_k must be an integer from 1 to 4; received top_k='0'"),
+     "top_k must be a positive integer (1 to 4 lists that many classes, more lists all 4); received top_k='0'"),
     ("image not a boolean", dict(files={"file": ("a.png", b"1", "image/png")}, params={"image": "maybe"}), 422,
      "image must be true or false"),
 ])

@@ -15,14 +15,14 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import ImageError
-from .preprocess import FORMATS, MAX_PIXELS, Preprocessing
+from .errors import ConfigError, ImageError
+from .preprocess import FORMATS, MAX_PIXELS, Preprocessing, open_image
 from .preprocess import load_image as _load_image
 from .unsure import reasons, rules_from_info
 
@@ -33,6 +33,21 @@ CSV_COLUMNS = ("input", "label", "class", "probability", "unsure", "reason", "to
 def load_image(path: str | os.PathLike | bytes, input_shape: tuple[int, int] = (28, 28)) -> np.ndarray:
     """An image file as a uint8 model input with the default (Fashion-MNIST) preprocessing."""
     return _load_image(path, Preprocessing(size=tuple(input_shape)))
+
+
+def printable(name: Any) -> str:
+    """A class name that encodes as UTF-8: bytes of a non-UTF-8 folder name (Python keeps them as lone
+    surrogates, ``"caf\\udce9"``) become escapes (``"caf\\xe9"``), so two such names stay distinct."""
+    name = str(name)
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        try:
+            raw = name.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+            raw = name.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "backslashreplace")
 
 
 def prediction_record(source: Any, probs: np.ndarray, classes: list[str], k: int = 3,
@@ -91,9 +106,12 @@ class Predictor:
                  threads: int | None = None, max_pixels: int = MAX_PIXELS):
         from .engine import load_engine
 
+        cpus = os.cpu_count() or 1
+        if threads is not None and not (isinstance(threads, int) and 1 <= threads <= cpus):  # torch crashes on 100000
+            raise ConfigError(f"threads must be an integer from 1 to {cpus} (this machine's CPUs); received {threads!r}")
         self.engine = load_engine(run, engine, onnx_path, threads)
         self.info: dict[str, Any] = self.engine.info
-        self.classes: list[str] = list(self.info["classes"])
+        self.classes: list[str] = [printable(c) for c in self.info["classes"]]  # they go into JSON, CSV, terminals
         self.preprocessing = Preprocessing.from_info(self.info)
         self.rules = rules_from_info(self.info)
         self.max_pixels = max_pixels
@@ -108,20 +126,38 @@ class Predictor:
         except Exception as exc:  # Pillow's decoders raise all sorts on malformed files: still the file's fault
             raise ImageError(f"{name}: not a readable image ({exc.__class__.__name__}); pass a {FORMATS} file") from None
 
+    def measure(self, source: str | os.PathLike | bytes, name: str | None = None) -> int:
+        """The pixels decoding ``source`` will produce, read from its header (nothing decoded); ImageError if
+        it is not an image in an accepted format or is over the pixel limit."""
+        name = name or ("image" if isinstance(source, bytes) else str(source))
+        try:
+            img = open_image(source, self.max_pixels, name, decode=False)
+        except ImageError:
+            raise
+        except Exception as exc:  # as in prepare: a malformed header is the file's fault
+            raise ImageError(f"{name}: not a readable image ({exc.__class__.__name__}); pass a {FORMATS} file") from None
+        with img:
+            return img.width * img.height
+
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
         """Probabilities (N, classes) and unsure reasons for model inputs, uint8 (N, H, W)."""
         probs = self.engine.predict_proba(images)
         return probs, reasons(images, probs, self.rules, self.preprocessing.background, self.preprocessing.threshold)
 
-    def run(self, sources: Sequence[str | os.PathLike | bytes], names: Sequence[str] | None = None
-            ) -> list[tuple[np.ndarray, np.ndarray, str | None] | ImageError]:
-        """For each image file or bytes: (model input, probabilities, unsure reason), or its ImageError."""
+    def run(self, sources: Sequence[str | os.PathLike | bytes], names: Sequence[str] | None = None,
+            progress: Callable[[], None] | None = None) -> list[tuple[np.ndarray, np.ndarray, str | None] | ImageError]:
+        """For each image file or bytes: (model input, probabilities, unsure reason), or its ImageError.
+
+        ``progress`` is called after each image is prepared (the server's health check watches it).
+        """
         prepared: list[np.ndarray | ImageError] = []
         for i, source in enumerate(sources):
             try:
                 prepared.append(self.prepare(source, names[i] if names else None))
             except ImageError as exc:
                 prepared.append(exc)
+            if progress is not None:
+                progress()
         good = [x for x in prepared if not isinstance(x, ImageError)]
         if not good:
             return prepared  # type: ignore[return-value]

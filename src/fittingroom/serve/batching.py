@@ -11,6 +11,8 @@ for company it will not get (with the default ``max_wait_ms=0``).
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,11 +33,34 @@ class MicroBatcher:
                  on_batch: Callable[[int], None] | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer; received max_batch={max_batch}")
+        if not (math.isfinite(max_wait_ms) and max_wait_ms >= 0):  # an infinite wait would hang every request
+            raise ValueError(f"max_wait_ms must be a finite number >= 0; received max_wait_ms={max_wait_ms}")
         self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000.0
         self.on_batch = on_batch  # called with each batch's size (for metrics)
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._progress: float | None = None  # time.monotonic() of the running batch's start or last beat()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the loop that runs batches is running."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def queued(self) -> int:
+        """Items waiting for a batch."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    def beat(self) -> None:
+        """Called by ``fn`` (from its thread) as it finishes each item: the batch is making progress."""
+        if self._progress is not None:
+            self._progress = time.monotonic()
+
+    def stalled_seconds(self) -> float:
+        """Seconds since the running batch began or last called :meth:`beat` (0 when no batch runs)."""
+        since = self._progress
+        return 0.0 if since is None else time.monotonic() - since
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -82,12 +107,15 @@ class MicroBatcher:
                 continue
             if self.on_batch:
                 self.on_batch(len(batch))
+            self._progress = time.monotonic()
             try:
                 results = await loop.run_in_executor(self._executor, self.fn, [item for item, _ in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} items")
             except Exception as exc:  # a failing batch fails its callers, not the loop
                 results = [exc] * len(batch)
+            finally:
+                self._progress = None
             for (_, future), result in zip(batch, results):
                 if future.done():
                     continue

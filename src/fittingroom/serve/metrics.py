@@ -9,12 +9,13 @@ random URLs cannot grow the label set.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -43,6 +44,14 @@ class Metrics:
                                     registry=self.registry)
         self.batch_size = Histogram("fittingroom_batch_size", "Images per forward pass", buckets=BATCH_BUCKETS,
                                     registry=self.registry)
+
+    def track_load(self, requests: Callable[[], float], body_bytes: Callable[[], float],
+                   queued: Callable[[], float]) -> None:
+        """Gauges read at each scrape: requests with a body in flight, their body bytes, images awaiting a batch."""
+        for name, doc, read in (("fittingroom_requests_in_flight", "Requests with a body being read or answered", requests),
+                                ("fittingroom_request_body_bytes", "Body bytes of the requests in flight", body_bytes),
+                                ("fittingroom_queued_images", "Images waiting for a forward pass", queued)):
+            Gauge(name, doc, registry=self.registry).set_function(read)
 
     def route(self, path: str) -> str:
         return path if path in self.routes else "other"
