@@ -52,14 +52,12 @@ def test_load_dataset_finds_files_in_data_dir(tiny_data, monkeypatch):
     assert y_train.shape == (240,) and x_test.shape == (80, 28, 28) and y_test.shape == (80,)
 
 
-def test_search_order_prefers_data_dir_then_cache_then_system(tmp_path, monkeypatch):
+def test_search_order_is_the_named_folder_alone_else_cache_then_system(tmp_path, monkeypatch):
     spec = replace(ds.DATASETS["fashion-mnist"], system_dirs=(str(tmp_path / "system"),))
-    dirs = ds.candidate_dirs(spec, tmp_path / "mine")
-    assert dirs[0] == tmp_path / "mine"
-    assert dirs[2] == ds.cache_dir() / "fashion-mnist"
-    assert dirs[-1] == tmp_path / "system"
+    assert ds.candidate_dirs(spec, tmp_path / "mine") == [tmp_path / "mine", tmp_path / "mine" / "fashion-mnist"]
+    assert ds.candidate_dirs(spec) == [ds.cache_dir() / "fashion-mnist", tmp_path / "system"]
     monkeypatch.setenv("FITTINGROOM_DATA", str(tmp_path / "env"))
-    assert ds.candidate_dirs(spec)[0] == tmp_path / "env"
+    assert ds.candidate_dirs(spec) == [tmp_path / "env", tmp_path / "env" / "fashion-mnist"]
 
 
 def test_raw_files_are_found_as_well_as_gzipped(tmp_path, monkeypatch):

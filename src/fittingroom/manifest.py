@@ -7,11 +7,14 @@ needs the network.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .errors import RunError
 
 PACKAGES = ("fittingroom", "torch", "numpy", "matplotlib", "pillow", "safetensors", "Jinja2")
 WALL_TIMES = ("train_seconds", "seconds_per_epoch", "eval_seconds", "evaluation_seconds", "started", "finished")
@@ -45,12 +48,19 @@ def source_commit() -> dict[str, Any]:
     return {"note": "fittingroom is not running from a git checkout (an installed package), so there is no commit to show"}
 
 
-def dataset_checksums(dataset: str) -> dict[str, Any]:
-    """SHA-256 of the decompressed dataset files: the published values of a named dataset,
-    or those of the four files of a dataset folder, computed now."""
+def dataset_checksums(dataset: str, run: str | os.PathLike | None = None) -> dict[str, Any]:
+    """SHA-256 of the dataset files: what ``run`` recorded when it was trained (RUN/data.json), else the
+    published values of a named dataset, or those of the four files of a dataset folder, computed now."""
     from .data.datasets import _MNIST_FILES, DATASETS, find_file
     from .data.idx import read_bytes
+    from .data.provenance import recorded_checksums
 
+    try:
+        recorded = recorded_checksums(run) if run is not None else None
+    except RunError:  # a damaged record: the manifest still shows what can be computed now
+        recorded = None
+    if recorded is not None:
+        return recorded
     if dataset in DATASETS:
         return {"source": f"published for {dataset} (files are checked against them when loaded)",
                 "sha256": dict(DATASETS[dataset].sha256)}
@@ -62,8 +72,9 @@ def dataset_checksums(dataset: str) -> dict[str, Any]:
             "sha256": {split: hashlib.sha256(read_bytes(path)).hexdigest() for split, path in found.items()}}
 
 
-def run_manifest(info: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of a run from its ``model.json`` (``info``) and ``metrics.json``."""
+def run_manifest(info: dict[str, Any], metrics: dict[str, Any], run: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The manifest of a run from its ``model.json`` (``info``) and ``metrics.json``; with the ``run`` folder,
+    the dataset checksums are those it recorded when it was trained."""
     return {
         "versions": package_versions(),
         "trained_with": metrics.get("versions", {}),
@@ -72,7 +83,7 @@ def run_manifest(info: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any
         "world_size": metrics.get("world_size", 1),
         "platform": platform.platform(),
         "dataset": info.get("dataset", "unknown"),
-        "checksums": dataset_checksums(info.get("dataset", "")),
+        "checksums": dataset_checksums(info.get("dataset", ""), run),
         "source": source_commit(),
         "wall_times": {key: metrics[key] for key in WALL_TIMES if key in metrics},
     }

@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def common(q):
         q.add_argument("--dataset", default="fashion-mnist", help=f"one of: {', '.join(ds.list_datasets())}")
-        q.add_argument("--data-dir", help="folder to look in first (also FITTINGROOM_DATA)")
+        q.add_argument("--data-dir", help="the folder holding the dataset's files; when given (or FITTINGROOM_DATA is "
+                                          "set) only it is searched")
 
     q = dsub.add_parser("info", help="where the data was found, its sizes and class counts")
     common(q)

@@ -3,31 +3,49 @@
 Each file is fetched from the first mirror that answers, decompressed in memory,
 checked against the SHA-256 of its content and only then written (atomically)
 into the cache. A failed or mismatching download leaves nothing behind.
+
+What a mirror sends is bounded before it is checked: at most
+``MAX_DOWNLOAD_BYTES`` are downloaded, and the decompression stops where the
+IDX header says the data ends (and at ``MAX_IDX_BYTES``), so a mirror serving
+a gzip bomb costs a few megabytes, not gigabytes.
 """
 
 from __future__ import annotations
 
-import gzip
+import io
 import os
 import sys
 import urllib.error
 import urllib.request
-import zlib
 from pathlib import Path
 
 from ..errors import DataError
 from ..fsutil import write_bytes
 from .datasets import DatasetSpec, cache_dir, sha256_hex
+from .idx import CHUNK_BYTES, GZIP_MAGIC, MAX_IDX_BYTES, read_content
 
 TIMEOUT_S = 60
+MAX_DOWNLOAD_BYTES = 256 << 20  # compressed; Fashion-MNIST's largest file is 26 MB
 
 
-def fetch(url: str, timeout: float = TIMEOUT_S) -> bytes:
-    """The body of ``url``; network errors become DataError."""
+def fetch(url: str, timeout: float = TIMEOUT_S, max_bytes: int | None = None) -> bytes:
+    """The body of ``url``, at most ``max_bytes`` (default ``MAX_DOWNLOAD_BYTES``) of it; network errors and
+    larger bodies become DataError."""
+    max_bytes = MAX_DOWNLOAD_BYTES if max_bytes is None else max_bytes
     request = urllib.request.Request(url, headers={"User-Agent": "fittingroom"})
+    too_large = DataError(f"{url}: the mirror sends more than {max_bytes:,} bytes, more than any dataset file "
+                          f"should be; it is not serving the dataset")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.read()
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise too_large
+            body = bytearray()
+            while chunk := response.read(min(CHUNK_BYTES, max_bytes + 1 - len(body))):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise too_large
+            return bytes(body)
     except urllib.error.HTTPError as exc:
         raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
@@ -46,10 +64,13 @@ def download_file(spec: DatasetSpec, split: str, dest_dir: Path, mirrors: tuple[
         except DataError as exc:
             problems.append(str(exc))
             continue
+        if body[:2] != GZIP_MAGIC:
+            problems.append(f"{url}: not a gzip file")
+            continue
         try:
-            content = gzip.decompress(body)
-        except (EOFError, zlib.error, gzip.BadGzipFile):
-            problems.append(f"{url}: not a complete gzip file")
+            content = read_content(io.BytesIO(body), url, MAX_IDX_BYTES, "try another mirror")
+        except DataError as exc:
+            problems.append(str(exc))
             continue
         if sha256_hex(content) != spec.sha256[split]:
             problems.append(f"{url}: checksum mismatch (the mirror's copy differs from the published file)")

@@ -6,20 +6,31 @@ a model trained here sees at prediction time exactly what it saw in training.
 A dataset that fits the memory budget is decoded once, in parallel, into uint8
 arrays; a larger one stays on disk as :class:`ImageFiles` and is decoded batch
 by batch by DataLoader workers during training.
+
+Class folder names become class names as ``os.fsdecode`` gives them, with any
+bytes that are not UTF-8 shown as U+FFFD (``caf\xe9`` becomes ``caf\ufffd``),
+so the names can be written into model.json, figures and reports; the files
+are still opened by their real names. An image that cannot be decoded stops
+the loading with one line naming the file (rather than being skipped, which
+would silently change the dataset and its split).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import DataError
+from ..errors import DataError, FittingroomError
 
+MAX_NAMES_BYTES = 10 << 20  # a class-names file larger than this is not one (10,000 names of 1 KB)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -61,15 +72,47 @@ class ImageFiles(Dataset):
         return ImageFiles([self.paths[i] for i in indices], self.input_shape)
 
 
-def _stack_batch(items: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(items))
+@dataclass
+class _Unreadable:
+    """An image a worker could not decode: its message travels back instead of a worker traceback."""
+
+    message: str
+
+
+class _Decoding(Dataset):
+    """``ImageFiles`` as the DataLoader's workers index it: a file that is not an image gives an ``_Unreadable``."""
+
+    def __init__(self, images: ImageFiles):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> np.ndarray | _Unreadable:
+        try:
+            return self.images.load(i)
+        except FittingroomError as exc:  # the file's own fault; anything else is a bug and keeps its traceback
+            return _Unreadable(str(exc))
+
+
+def _stack_batch(items: list) -> torch.Tensor | _Unreadable:
+    bad = next((item for item in items if isinstance(item, _Unreadable)), None)
+    return bad if bad is not None else torch.from_numpy(np.stack(items))
 
 
 def iterate_batches(images: ImageFiles, batch_size: int, order=None, workers: int = 0):
-    """uint8 tensors ``(B, H, W)`` of ``images`` in ``order`` (default: as stored), decoded by ``workers`` processes."""
-    loader = DataLoader(images, batch_size=batch_size, sampler=order, num_workers=workers, collate_fn=_stack_batch,
-                        persistent_workers=False)
-    yield from loader
+    """uint8 tensors ``(B, H, W)`` of ``images`` in ``order`` (default: as stored), decoded by ``workers`` processes.
+
+    The first file that is not a readable image stops the iteration with a DataError naming it.
+    """
+    loader = DataLoader(_Decoding(images), batch_size=batch_size, sampler=order, num_workers=workers,
+                        collate_fn=_stack_batch, persistent_workers=False)
+    for batch in loader:
+        if isinstance(batch, _Unreadable):
+            reason = batch.message.split("; ")[0]  # "PATH: not a readable image (...)", without advice for predict
+            raise DataError(f"{reason}; every image of a dataset folder is used, none is skipped: "
+                            f"remove or replace this file")
+        yield batch
 
 
 def decode_all(images: ImageFiles, workers: int = 0, batch_size: int = 256) -> np.ndarray:
@@ -79,21 +122,67 @@ def decode_all(images: ImageFiles, workers: int = 0, batch_size: int = 256) -> n
     return np.concatenate([b.numpy() for b in iterate_batches(images, batch_size, workers=workers)])
 
 
-def scan_class_folders(root: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
-    """(image paths, labels, class names) of a folder with one sub-folder per class (sorted by name)."""
-    root = Path(root)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: no class sub-folders; put each class's images in a sub-folder named after the class")
+def display_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (surrogate escapes from ``os.fsdecode``) become U+FFFD."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
+def _is_image(path: Path, root: Path) -> bool:
+    # Hidden files are not data: macOS leaves a "._photo.png" of metadata beside every copied photo.
+    hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+    return path.suffix.lower() in IMAGE_SUFFIXES and not hidden and path.is_file()
+
+
+def class_images(root: Path, folders: list[str]) -> tuple[list[str], list[int]]:
+    """The image files under each of ``folders`` (sorted within each) and their labels (the folder's index)."""
     paths, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    for label, name in enumerate(folders):
+        files = sorted(p for p in (root / name).rglob("*") if _is_image(p, root / name))
         paths += [str(p) for p in files]
         labels += [label] * len(files)
-    empty = [name for i, name in enumerate(classes) if i not in set(labels)]
+    return paths, labels
+
+
+def class_folders(root: Path) -> list[str]:
+    """The class sub-folders of ``root``, sorted by name (hidden ones are not classes)."""
+    try:
+        return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError as exc:
+        raise DataError(f"{root}: cannot be read ({exc.strerror})") from None
+
+
+def scan_class_folders(root: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
+    """(image paths, labels, class names) of a folder with one sub-folder per class (sorted by name).
+
+    The class names are the folder names as :func:`display_name` shows them; the paths are the real ones.
+    """
+    root = Path(root)
+    folders = class_folders(root)
+    if not folders:
+        raise DataError(f"{root}: no class sub-folders; put each class's images in a sub-folder named after the class")
+    classes = [display_name(name) for name in folders]
+    if len(set(classes)) < len(classes):
+        twins = sorted({c for c in classes if classes.count(c) > 1})
+        raise DataError(f"{root}: class folders {', '.join(twins)} differ only in bytes that are not UTF-8 and would "
+                        f"get the same class name; rename them with UTF-8 names")
+    paths, labels = class_images(root, folders)
+    present = set(labels)
+    empty = [classes[i] for i in range(len(folders)) if i not in present]
     if empty:
         raise DataError(f"{root}: class folder(s) {', '.join(empty)} hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len(folders) < 2:
+        raise DataError(f"{root}: only one class folder ({classes[0]}); a classifier needs at least two classes, "
+                        f"each in its own sub-folder")
     return paths, np.asarray(labels, dtype=np.int64), classes
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_pixel_csv(path: str | os.PathLike, input_shape: tuple[int, int] = (28, 28)) -> tuple[np.ndarray, np.ndarray]:
@@ -101,31 +190,40 @@ def read_pixel_csv(path: str | os.PathLike, input_shape: tuple[int, int] = (28, 
     path = Path(path)
     pixels = input_shape[0] * input_shape[1]
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Excel's) is skipped
             header = next(csv.reader(f), None)
             if not header or header[0].strip().lower() != "label" or len(header) != pixels + 1:
                 raise DataError(
                     f"{path}: expected a header 'label,pixel1,...,pixel{pixels}' ({pixels + 1} columns); "
                     f"found {len(header or [])} columns starting with {(header or [''])[0]!r}"
                 )
-            table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+            with warnings.catch_warnings():  # a file of no rows is reported below, not warned about
+                warnings.simplefilter("ignore", UserWarning)
+                table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from None
     except ValueError as exc:
         raise DataError(f"{path}: not a table of integers ({str(exc).splitlines()[0]})") from None
+    if len(table) == 0:
+        raise DataError(f"{path}: holds a header but no images; add rows of 'label,pixel1,...,pixel{pixels}'")
     if table.shape[1] != pixels + 1:
         raise DataError(f"{path}: rows have {table.shape[1]} values, expected {pixels + 1}")
     if table[:, 1:].min(initial=0) < 0 or table[:, 1:].max(initial=0) > 255:
         raise DataError(f"{path}: pixel values must lie in 0..255")
     if table[:, 0].min(initial=0) < 0:
-        raise DataError(f"{path}: labels must be non-negative integers")
+        row = int(np.argmin(table[:, 0]))
+        raise DataError(f"{path}: label {table[row, 0]} in data row {row + 1} is negative; "
+                        f"labels must be 0..K-1 for K classes")
     return table[:, 1:].astype(np.uint8).reshape(-1, *input_shape), table[:, 0]
 
 
 def read_class_names(path: str | os.PathLike) -> list[str]:
-    """Class names, one per line, from a text file."""
+    """Class names, one per line, from a UTF-8 text file (a byte-order mark is skipped)."""
     try:
-        names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+        if Path(path).stat().st_size > MAX_NAMES_BYTES:
+            raise DataError(f"{path}: {Path(path).stat().st_size:,} bytes is too large for a file of class names "
+                            f"(at most {MAX_NAMES_BYTES:,})")
+        names = [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read class names ({exc})") from None
     if not names:

@@ -9,9 +9,11 @@ content rather than by name.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -29,36 +31,76 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 _CODES = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
+# The most data one IDX file may hold once decompressed: 1 GiB is 20 times Fashion-MNIST's training images
+# (47 MB) and above EMNIST's largest file; a header declaring more is refused before anything is read.
+MAX_IDX_BYTES = 1 << 30
+CHUNK_BYTES = 1 << 20  # decompressed bytes read at a time
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """The decompressed content of an IDX file, gzipped or not."""
+def read_bytes(path: str | os.PathLike, max_bytes: int = MAX_IDX_BYTES) -> bytes:
+    """The decompressed content of an IDX file, gzipped or not, read no further than its header declares."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == GZIP_MAGIC
+            f.seek(0)
+            if not gzipped and path.suffix == ".gz":
+                raise DataError(f"{path}: not a gzip file although its name ends in .gz; delete it and download it again")
+            return read_content(f, str(path), max_bytes, "delete it and download it again")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an IDX file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
-    if raw[:2] == GZIP_MAGIC:
-        try:
-            return gzip.decompress(raw)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise DataError(
-                f"{path}: the gzip data is truncated or corrupt ({exc}); delete it and download it again"
-            ) from None
-    if path.suffix == ".gz":
-        raise DataError(f"{path}: not a gzip file although its name ends in .gz; delete it and download it again")
-    return raw
 
 
-def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Parse the bytes of an uncompressed IDX file into an array, checking every field."""
+def read_content(f: BinaryIO, name: str, max_bytes: int = MAX_IDX_BYTES, advice: str = "download it again") -> bytes:
+    """The IDX content of an open binary stream, gunzipped when it starts with gzip's magic bytes.
+
+    Reads the header first and then exactly the bytes it declares, in chunks, so a
+    small compressed file cannot inflate into more memory than the data it claims
+    to hold (at most ``max_bytes``). Raises DataError naming ``name``; ``advice``
+    ends the message for a damaged stream.
+    """
+    gzipped = f.read(2) == GZIP_MAGIC
+    f.seek(0)
+    stream: BinaryIO = gzip.GzipFile(fileobj=f, mode="rb") if gzipped else f  # type: ignore[assignment]
+    try:
+        content = _read_upto(stream, 4, bytearray())
+        if len(content) == 4 and content[0] == 0 and content[1] == 0 and content[2] in IDX_DTYPES:
+            _read_upto(stream, 4 * content[3], content)
+        dtype, shape, offset = parse_header(content, name, max_bytes)
+        size = math.prod(shape) * dtype.itemsize
+        _read_upto(stream, size, content)
+        trailing = len(content) == offset + size and stream.read(1)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{name}: not a complete gzip file (truncated or corrupt: {exc}); {advice}") from None
+    if trailing:
+        raise DataError(f"{name}: has trailing bytes: the header declares shape {shape} ({size} bytes of data), "
+                        f"the file holds more; {advice}")
+    return content
+
+
+def _read_upto(stream: BinaryIO, n: int, out: bytearray) -> bytearray:
+    """Append up to ``n`` more bytes of ``stream`` to ``out`` (fewer at its end), in chunks, so memory
+    follows the data that is really there rather than what a header claims."""
+    end = len(out) + n
+    while len(out) < end:
+        chunk = stream.read(min(CHUNK_BYTES, end - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def parse_header(data: bytes, name: str = "<bytes>", max_bytes: int = MAX_IDX_BYTES) -> tuple[np.dtype, tuple[int, ...], int]:
+    """``(dtype, shape, header length)`` of the IDX bytes ``data``; the shape must fit in ``max_bytes``."""
     if len(data) < 4:
         raise DataError(f"{name}: only {len(data)} bytes, too short to be an IDX file")
     if data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
         raise DataError(
-            f"{name}: wrong magic number 0x{data[:4].hex()}, expected 0x0000TTNN with an IDX type code TT "
+            f"{name}: wrong magic number 0x{bytes(data[:4]).hex()}, expected 0x0000TTNN with an IDX type code TT "
             f"(08 for uint8 images and labels); this is not an IDX file"
         )
     dtype, ndim = IDX_DTYPES[data[2]], data[3]
@@ -68,7 +110,21 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{name}: truncated header: {ndim} dimensions need {header} bytes, the file has {len(data)}")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: a product of 32-bit dimensions can overflow int64 and wrap round to a small size.
+    # Zero-length dimensions count as 1 here: numpy refuses such shapes when the others are huge.
+    declared = math.prod(max(d, 1) for d in shape) * dtype.itemsize
+    if declared > max_bytes:
+        raise DataError(
+            f"{name}: the header declares shape {shape}, {declared:,} bytes of data, more than the limit of "
+            f"{max_bytes:,} bytes for one IDX file; the file is damaged or not an image dataset"
+        )
+    return dtype, shape, header
+
+
+def parse_idx(data: bytes, name: str = "<bytes>", max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Parse the bytes of an uncompressed IDX file into an array, checking every field."""
+    dtype, shape, header = parse_header(data, name, max_bytes)
+    expected = math.prod(shape) * dtype.itemsize
     actual = len(data) - header
     if actual != expected:
         problem = "truncated" if actual < expected else "has trailing bytes"

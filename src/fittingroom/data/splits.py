@@ -22,8 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .datasets import DATASETS, get_spec, load_dataset, load_idx_folder, locate
-from .folder import ImageFiles, decode_all, fraction_split, read_class_names, read_pixel_csv, scan_class_folders
+from .datasets import DATASETS, check_labels, get_spec, load_dataset_files, read_idx_folder
+from .folder import (
+    ImageFiles,
+    decode_all,
+    file_sha256,
+    fraction_split,
+    read_class_names,
+    read_pixel_csv,
+    scan_class_folders,
+)
 
 
 @dataclass
@@ -83,65 +91,108 @@ def split_validation(x: np.ndarray, y: np.ndarray, validation_size: int):
 
 def load_arrays(data: str, data_dir: str | os.PathLike | None = None, download: bool = True):
     """``((x_train, y_train), (x_test, y_test)), classes, source`` for a dataset name or a folder of IDX files."""
+    return read_arrays(data, data_dir, download)[:3]
+
+
+def read_arrays(data: str, data_dir: str | os.PathLike | None = None, download: bool = True):
+    """``load_arrays``, and the details of where the data came from (``kind`` and each file read)."""
     if data in DATASETS:
         spec = get_spec(data)
-        arrays = load_dataset(data, data_dir, download=download)
-        paths = locate(spec, data_dir)
-        return arrays, list(spec.classes), str(next(iter(paths.values())).parent) if paths else ""
+        arrays, paths = load_dataset_files(data, data_dir, download=download)
+        files = {split: {"path": str(Path(p).absolute()), "sha256": spec.sha256[split]} for split, p in paths.items()}
+        source = str(Path(next(iter(paths.values()))).parent.absolute())
+        return arrays, list(spec.classes), source, {"kind": "dataset", "files": files}
     path = Path(data)
     if path.is_dir() and any(path.glob("train-images-idx3-ubyte*")):
-        arrays, classes = load_idx_folder(data)
-        return arrays, classes, str(path.resolve())
+        arrays, classes, files = read_idx_folder(data)
+        return arrays, classes, str(path.resolve()), {"kind": "idx", "files": files}
     names = ", ".join(sorted(DATASETS))
     raise ConfigError(f"unknown data {data!r}: not a dataset name ({names}) and not a folder of IDX files")
 
 
-def _class_names(options: FolderOptions, beside: Path, num_labels: int, default: list[str] | None = None) -> list[str]:
+def _names_file(options: FolderOptions, beside: Path) -> list[str] | None:
+    """Class names from ``options.class_names``, else from a classes.txt beside the data, else None."""
     if options.class_names:
-        names = read_class_names(options.class_names)
-    elif (beside / "classes.txt").is_file():
-        names = read_class_names(beside / "classes.txt")
-    else:
-        names = default or [str(i) for i in range(num_labels)]
-    if len(names) < num_labels:
-        raise DataError(f"labels go up to {num_labels - 1} but only {len(names)} class names were given")
-    return names
+        return read_class_names(options.class_names)
+    if (beside / "classes.txt").is_file():
+        return read_class_names(beside / "classes.txt")
+    return None
 
 
-def _paired_test_csv(path: Path) -> Path | None:
+def paired_test_csv(path: Path) -> Path | None:
+    """The ``*test*.csv`` beside a ``*train*.csv`` (the same name with ``train`` replaced), if there is one."""
     if "train" in path.name:
         test = path.with_name(path.name.replace("train", "test"))
         return test if test.is_file() else None
     return None
 
 
-def open_csv(path: Path, validation_size: int, options: FolderOptions) -> SplitData:
+def _file_record(path: Path) -> dict:
+    return {"path": str(path.absolute()), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def open_csv(path: Path, validation_size: int, options: FolderOptions, rows: dict | None = None) -> SplitData:
+    """A Kaggle-layout CSV (with its paired ``*test*.csv``, if any), split as the module docstring says.
+
+    ``rows`` (``{"val": [...], "test": [...]}``, row numbers) gives a single CSV's split as a run recorded it.
+    """
+    files = {"data": _file_record(path)}  # hashed before parsing: the record describes the bytes that were read
     x, y = read_pixel_csv(path, options.input_shape)
-    test_path = _paired_test_csv(path)
+    test_path = paired_test_csv(path)
+    details: dict = {"kind": "csv", "test_file": str(test_path.absolute()) if test_path else None}
     if test_path is not None:
+        files["test"] = _file_record(test_path)
         x_test, y_test = read_pixel_csv(test_path, options.input_shape)
         (x_tr, y_tr), (x_val, y_val) = split_validation(x, y, validation_size)
+        classes = check_labels(str(path), y, y_test, _names_file(options, path.parent))
     else:
-        train, val, test = fraction_split(len(x), options.val_fraction, options.test_fraction, options.split_seed)
+        if rows is None:
+            train, val, test = fraction_split(len(x), options.val_fraction, options.test_fraction, options.split_seed)
+        else:
+            val, test = np.asarray(rows["val"], dtype=np.int64), np.asarray(rows["test"], dtype=np.int64)
+            train = np.setdiff1d(np.arange(len(x)), np.concatenate([val, test]))
         x_tr, y_tr, x_val, y_val, x_test, y_test = x[train], y[train], x[val], y[val], x[test], y[test]
-    num_labels = int(max(y.max(initial=0), y_test.max(initial=0))) + 1
-    classes = _class_names(options, path.parent, num_labels)
-    details = {"kind": "csv", "test_file": str(test_path) if test_path else None}
+        classes = check_labels(str(path), y, y_test, _names_file(options, path.parent))
+        details["rows"] = {"val": val.tolist(), "test": test.tolist()}
+    details["files"] = files
     return SplitData(str(path), classes, x_tr, y_tr, x_val, y_val, x_test, y_test, str(path.resolve()), details)
 
 
-def open_image_folder(root: Path, options: FolderOptions) -> SplitData:
+def open_image_folder(root: Path, options: FolderOptions, split: dict[str, list[str]] | None = None,
+                      test_only: bool = False) -> SplitData:
+    """A folder of class folders, split by seeded fractions, or as ``split`` says.
+
+    ``split`` (``{"train": [...], "val": [...], "test": [...]}``, paths relative to ``root`` with ``/``) is a
+    split a run recorded; ``test_only`` decodes the test images alone (the others are left empty).
+    """
     paths, labels, folder_classes = scan_class_folders(root)
-    classes = _class_names(options, root, len(folder_classes), default=folder_classes)
-    train, val, test = fraction_split(len(paths), options.val_fraction, options.test_fraction, options.split_seed)
+    names = _names_file(options, root)
+    if names is not None and len(names) < len(folder_classes):
+        raise DataError(f"{root}: {len(folder_classes)} class folders but only {len(names)} class names were given")
+    classes = names or folder_classes
+    if split is None:
+        train, val, test = fraction_split(len(paths), options.val_fraction, options.test_fraction, options.split_seed)
+    else:
+        index = {Path(p).relative_to(root).as_posix(): i for i, p in enumerate(paths)}
+        unknown = [rel for part in split.values() for rel in part if rel not in index]
+        if unknown:
+            raise DataError(f"{root}: {len(unknown)} file(s) of the recorded split are missing (e.g. {unknown[0]})")
+        train, val, test = (np.asarray([index[rel] for rel in split[part]], dtype=np.int64)
+                            for part in ("train", "val", "test"))
+    if test_only:
+        train, val = np.zeros(0, np.int64), np.zeros(0, np.int64)
     files = ImageFiles(paths, options.input_shape)
     parts = [files.subset(idx) for idx in (train, val, test)]
-    size_mb = len(paths) * options.input_shape[0] * options.input_shape[1] / 2**20
+    count = len(train) + len(val) + len(test)
+    size_mb = count * options.input_shape[0] * options.input_shape[1] / 2**20
     streaming = size_mb > options.memory_limit_mb
     if not streaming:
         parts = [decode_all(p, workers=options.workers) for p in parts]
     details = {"kind": "image-folder", "images": len(paths), "streaming": streaming, "size_mb": round(size_mb, 1),
-               "split": [len(train), len(val), len(test)], "split_seed": options.split_seed}
+               "split": [len(train), len(val), len(test)], "split_seed": options.split_seed,
+               "root": str(root.absolute()),
+               "split_files": {part: [paths[i] for i in idx] for part, idx in zip(("train", "val", "test"),
+                                                                                  (train, val, test))}}
     return SplitData(str(root), classes, parts[0], labels[train], parts[1], labels[val], parts[2], labels[test],
                      str(root.resolve()), details)
 
@@ -162,6 +213,6 @@ def open_data(
         return open_csv(path, validation_size, options)
     if data not in DATASETS and path.is_dir() and not any(path.glob("train-images-idx3-ubyte*")):
         return open_image_folder(path, options)
-    ((x_train, y_train), (x_test, y_test)), classes, source = load_arrays(data, data_dir, download)
+    ((x_train, y_train), (x_test, y_test)), classes, source, details = read_arrays(data, data_dir, download)
     (x_tr, y_tr), (x_val, y_val) = split_validation(x_train, y_train, validation_size)
-    return SplitData(data, classes, x_tr, y_tr, x_val, y_val, x_test, y_test, source, {"kind": "idx"})
+    return SplitData(data, classes, x_tr, y_tr, x_val, y_val, x_test, y_test, source, details)
