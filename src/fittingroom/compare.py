@@ -6,10 +6,11 @@ draw them in a terminal; ``figures.compare_curves_png`` draws the picture.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
-from .runview import RunView, load_run
+from .runview import RunView, load_run, number, text
 
 # (column title, metrics.json key)
 COLUMNS = (
@@ -17,6 +18,7 @@ COLUMNS = (
     ("test acc", "test_accuracy"), ("test loss", "test_loss"), ("top-2", "test_top2_accuracy"),
     ("macro F1", "test_macro_f1"), ("ECE", "test_ece"), ("train s", "train_seconds"),
 )
+TEXT_COLUMNS = ("model", "preset")  # every other column is a number
 MARKS = "*o+x#@%&"
 
 
@@ -32,8 +34,9 @@ def compare_runs(runs: list[str | os.PathLike]) -> list[dict[str, Any]]:
     rows = []
     for view in views:
         figures = {**view.info, **view.metrics}  # model.json gives model and params for a bare model folder
+        # a figure of the wrong type (a string, a list, NaN where a number belongs) shows as missing
         rows.append({"run": _label(view, views), "path": str(view.path), "history": view.history,
-                     **{key: figures.get(key) for _, key in COLUMNS}})
+                     **{key: (text if key in TEXT_COLUMNS else number)(figures.get(key)) for _, key in COLUMNS}})
     return rows
 
 
@@ -62,8 +65,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def text_chart(series: dict[str, list[float]], title: str = "", width: int = 60, height: int = 12) -> str:
-    """Several curves (values per epoch) on one character grid, each with its own mark."""
-    values = [v for s in series.values() for v in s]
+    """Several curves (values per epoch) on one character grid, each with its own mark; NaN is no point."""
+    values = [v for s in series.values() for v in s if math.isfinite(v)]
     if not values:
         return f"{title}: no history to plot" if title else "no history to plot"
     lo, hi = min(values), max(values)
@@ -72,6 +75,8 @@ def text_chart(series: dict[str, list[float]], title: str = "", width: int = 60,
     grid = [[" "] * width for _ in range(height)]
     for k, s in enumerate(series.values()):
         for e, v in enumerate(s):
+            if not math.isfinite(v):
+                continue
             col = round(e * (width - 1) / max(1, epochs - 1))
             row = round((hi - v) / span * (height - 1)) if hi > lo else height // 2
             grid[row][col] = MARKS[k % len(MARKS)]

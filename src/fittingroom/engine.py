@@ -20,6 +20,17 @@ from .errors import ConfigError, RunError
 ENGINES = ("torch", "onnx")
 
 
+def finite(probs: np.ndarray, run: str | os.PathLike) -> np.ndarray:
+    """``probs`` if every value is a number; NaN or infinity (weights that overflow) is a RunError.
+
+    A NaN probability would reach the user as ``NaN`` in JSON, which is not JSON, and as a meaningless class.
+    """
+    if not np.isfinite(probs).all():
+        raise RunError(f"{run}: the model's output holds NaN or infinity (its weights overflow on these inputs): "
+                       "the run diverged; retrain it")
+    return probs
+
+
 class TorchEngine:
     """The model's PyTorch module, on the CPU by default."""
 
@@ -28,11 +39,12 @@ class TorchEngine:
     def __init__(self, run: str | os.PathLike, device: str = "cpu"):
         from .artifacts import load_model
 
+        self.run = run
         self.model = load_model(run, device)
         self.info: dict[str, Any] = self.model.info
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(images)
+        return finite(self.model.predict_proba(images), self.run)
 
 
 class OnnxEngine:
@@ -43,6 +55,7 @@ class OnnxEngine:
     def __init__(self, run: str | os.PathLike, path: str | os.PathLike | None = None, threads: int | None = None):
         from .artifacts import read_model_info
 
+        self.run = run
         self.info = read_model_info(run)
         self.path = Path(path) if path else Path(run) / "model.onnx"
         if not self.path.is_file():
@@ -62,7 +75,14 @@ class OnnxEngine:
         if meta.get("weights_sha256") != self.info.get("weights_sha256"):
             raise RunError(f"{self.path}: exported from other weights than {run}/model.json; "
                            f"export it again with `fittingroom export {run}`")
-        self.classes = json.loads(meta["classes"])
+        try:
+            exported_classes = json.loads(meta.get("classes", "null"))
+        except ValueError:
+            exported_classes = None
+        if exported_classes != self.info["classes"]:
+            raise RunError(f"{self.path}: exported for other classes than {run}/model.json lists; "
+                           f"export it again with `fittingroom export {run}`")
+        self.classes = list(self.info["classes"])
         self.input_name = self.session.get_inputs()[0].name
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
@@ -70,7 +90,7 @@ class OnnxEngine:
         x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
         if len(x) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return self.session.run(None, {self.input_name: x})[0]
+        return finite(self.session.run(None, {self.input_name: x})[0], self.run)
 
 
 def load_engine(run: str | os.PathLike, engine: str = "torch", onnx_path: str | os.PathLike | None = None,

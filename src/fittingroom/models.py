@@ -75,6 +75,19 @@ def _positive(name: str, value, allow_zero: bool = False) -> None:
         raise ValueError(f"`{name}` must be {kind} integer; received {name}={value!r}")
 
 
+MAX_SIDE = 4096  # pixels: far beyond a small-image classifier, and a bound on what an input may cost
+
+
+def _input_shape(value) -> tuple[int, int]:
+    """``input_shape`` as (height, width), each a whole number of pixels from 1 to MAX_SIDE."""
+    ok = (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE for v in value))
+    if not ok:
+        raise ValueError(f"`input_shape` must be [height, width], each from 1 to {MAX_SIDE} pixels; "
+                         f"received input_shape={value!r}")
+    return int(value[0]), int(value[1])
+
+
 def _rate(name: str, value) -> None:
     if not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ValueError(f"`{name}` must be a number in [0, 1); received {name}={value!r}")
@@ -109,6 +122,7 @@ def mlp(
         dropout: dropout rate after each hidden layer (0 = none, as in the tutorial).
         batch_norm: batch normalisation after each hidden dense layer, before the activation.
     """
+    input_shape = _input_shape(input_shape)
     _positive("num_classes", num_classes)
     for width in hidden:
         _positive("hidden", width)
@@ -182,6 +196,7 @@ def cnn(
         dropout: dropout rate before the classifier's dense layers.
         pool_first: pool each stage's last convolution before its batch norm and ReLU (False: after).
     """
+    input_shape = _input_shape(input_shape)
     _positive("num_classes", num_classes)
     for width in widths:
         _positive("widths", width)
@@ -285,6 +300,7 @@ def resnet(
         depth: 6n + 2 layers (20, 32, 44, 56, ...).
         width: channels of the first stage; the stages have width, 2x and 4x.
     """
+    input_shape = _input_shape(input_shape)
     _positive("num_classes", num_classes)
     _positive("width", width)
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:

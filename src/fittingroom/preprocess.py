@@ -20,23 +20,32 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
+import reprlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import ImageError
+from .errors import ImageError, RunError
 
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes; a larger one (or a decompression bomb) is refused
 WORK_SIDE = 512  # large photos are reduced to this longest side first (18x the 28-pixel output)
-FORMATS = "PNG, JPEG, WebP, BMP or GIF"
+# the only formats decoded (Pillow's names): each decoder is attack surface, so no ICO, PCX, TGA, SGI, DDS, XBM,
+# JPEG 2000 or the other two dozen Pillow knows; TIFF stays because photo scanners and class folders use it
+DECODE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+FORMATS = "PNG, JPEG, GIF, BMP, WebP or TIFF"
 
 
 class ImageTooLarge(ImageError):
     """An image whose pixel count is over the limit (possibly a decompression bomb)."""
+
+
+class UnsupportedFormat(ImageError):
+    """An image in a format outside :data:`DECODE_FORMATS` (recognised, never decoded)."""
 
 
 @dataclass(frozen=True)
@@ -50,19 +59,59 @@ class Preprocessing:
     background: int = 0  # the training images' background level, 0-255 (0: black)
     threshold: int = 13  # grey levels above the background that count as object: 5% of 255, as Fashion-MNIST trimmed
 
+    MAX_SIDE: ClassVar[int] = 1024  # the largest input side a model.json may give: 1 megapixel, 4 MB as floats
+    MIN_FILL: ClassVar[float] = 0.05  # a photo's object is drawn on a canvas (its side / fill) wide: 20x at most
+
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "size": list(self.size)}
 
     @classmethod
-    def from_info(cls, info: dict[str, Any]) -> Preprocessing:
-        """The preprocessing recorded in a ``model.json``; older files without it get the Fashion-MNIST defaults."""
-        saved = info.get("preprocessing") or {}
+    def from_info(cls, info: dict[str, Any], source: str = "model.json") -> Preprocessing:
+        """The preprocessing recorded in a ``model.json``; older files without it get the Fashion-MNIST defaults.
+
+        A recorded value that is out of range, or a size unlike the model's ``input_shape``, is a RunError
+        naming ``source``: the model folder is damaged, whatever image is being classified.
+        """
+        saved = info.get("preprocessing")
+        shape = info.get("input_shape", [28, 28])
         known = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(saved, dict) or "crop" not in saved:  # written before preprocessing was recorded
-            saved = {}
-        values = {k: v for k, v in saved.items() if k in known}
-        values["size"] = tuple(values.get("size", info.get("input_shape", (28, 28))))
-        return cls(**values)
+        values: dict[str, Any] = {}
+        if isinstance(saved, dict) and "crop" in saved:  # files written before preprocessing was recorded lack it
+            values = {k: v for k, v in saved.items() if k in known}
+        elif saved is not None and not isinstance(saved, dict):
+            values = {"preprocessing": saved}  # reported below
+        values.setdefault("size", shape)
+        problem = cls._problem(values, shape)
+        if problem:
+            raise RunError(f"{source}: {problem}; the model folder is damaged: restore its model.json as training "
+                           "wrote it, or train again")
+        return cls(**{**values, "size": tuple(values["size"])})
+
+    @classmethod
+    def _problem(cls, values: dict[str, Any], shape: Any) -> str | None:
+        """What is wrong with recorded preprocessing ``values`` (one phrase), or None."""
+        def integer(v: Any, lo: int, hi: int) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+        if "preprocessing" in values:
+            return f"preprocessing must be an object; received {reprlib.repr(values['preprocessing'])}"
+        size, fill = values["size"], values.get("fill", 1.0)
+        checks = [
+            ("size", isinstance(size, (list, tuple)) and len(size) == 2
+             and all(integer(v, 1, cls.MAX_SIDE) for v in size), f"two integers in 1..{cls.MAX_SIDE}"),
+            ("crop", isinstance(values.get("crop", True), bool), "true or false"),
+            ("fill", isinstance(fill, (int, float)) and not isinstance(fill, bool) and math.isfinite(fill)
+             and cls.MIN_FILL <= fill <= 1, f"a number in [{cls.MIN_FILL}, 1]"),
+            ("centre", values.get("centre", "box") in ("box", "mass"), "'box' or 'mass'"),
+            ("background", integer(values.get("background", 0), 0, 255), "an integer in 0..255"),
+            ("threshold", integer(values.get("threshold", 13), 0, 255), "an integer in 0..255"),
+        ]
+        for name, ok, valid in checks:
+            if not ok:
+                return f"preprocessing.{name} must be {valid}; received {reprlib.repr(values.get(name))}"
+        if not isinstance(shape, (list, tuple)) or list(size) != list(shape):
+            return f"preprocessing.size {list(size)} does not match the model's input_shape {reprlib.repr(shape)}"
+        return None
 
     @classmethod
     def fit(cls, images: np.ndarray, threshold: int = 13) -> Preprocessing:
@@ -92,13 +141,19 @@ class Preprocessing:
         cy = (weight.sum(axis=2) * np.arange(h)).sum(1) / total
         cx = (weight.sum(axis=1) * np.arange(w)).sum(1) / total
         mass_offset = np.hypot(cy - (h - 1) / 2, cx - (w - 1) / 2).mean()
-        fill = float(np.median(np.maximum((r1 - r0 + 1) / h, (c1 - c0 + 1) / w)))
+        fill = max(cls.MIN_FILL, float(np.median(np.maximum((r1 - r0 + 1) / h, (c1 - c0 + 1) / w))))
         return cls(size=(h, w), crop=bool(min(box_offset, mass_offset) < 1.5), fill=round(fill, 3),
                    centre="box" if box_offset <= mass_offset else "mass", background=background, threshold=threshold)
 
 
-def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS, name: str | None = None):
-    """A decoded PIL image (first frame) from a file or bytes; ImageError (naming ``name``) if it is not one."""
+def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS, name: str | None = None,
+               decode: bool = True):
+    """A decoded PIL image (first frame) from a file or bytes; ImageError (naming ``name``) if it is not one.
+
+    Only :data:`DECODE_FORMATS` are opened; another format Pillow recognises raises :class:`UnsupportedFormat`.
+    With ``decode=False`` the image is checked (format, pixel limit) but not decoded: its ``size`` is what
+    decoding will produce (a JPEG decodes scaled down), for a server to weigh a request before the work.
+    """
     from PIL import Image, UnidentifiedImageError
 
     name = name or ("image" if isinstance(source, bytes) else str(source))
@@ -107,14 +162,22 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS, 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
+            fp = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
+            try:
+                img = Image.open(fp, formats=DECODE_FORMATS)
+            except UnidentifiedImageError:
+                other = _other_format(source)
+                if other:
+                    raise UnsupportedFormat(f"{name}: {other} images are not accepted; send a {FORMATS} image") from None
+                raise
             if img.width * img.height > max_pixels:  # checked from the header, before decoding
                 raise ImageTooLarge(f"{name}: {img.width}x{img.height} pixels is over the limit of {max_pixels:,}; "
                                     "send a smaller image")
             img.seek(0)
-            if img.format == "JPEG":  # decode grey, scaled down by 1/2..1/8: far faster than decoding it all
+            if img.format in ("JPEG", "MPO"):  # decode grey, scaled down by 1/2..1/8: far faster than decoding it all
                 img.draft("L", (WORK_SIDE, WORK_SIDE))
-            img.load()
+            if decode:
+                img.load()
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -126,6 +189,28 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS, 
         what = "truncated" if "truncated" in str(exc) else "not a readable image"
         raise ImageError(f"{name}: {what} ({exc.__class__.__name__}); pass a {FORMATS} file") from None
     return img
+
+
+def _other_format(source: str | os.PathLike | bytes) -> str | None:
+    """The Pillow format whose signature the file's first bytes match, if any (nothing is decoded)."""
+    from PIL import Image
+
+    try:
+        if isinstance(source, bytes):
+            prefix = source[:16]
+        else:
+            with open(source, "rb") as f:
+                prefix = f.read(16)
+    except OSError:
+        return None
+    Image.init()
+    for fmt, (_, accept) in Image.OPEN.items():
+        try:  # a signature check on 16 bytes; a string answer means "this format, a variant Pillow cannot read"
+            if fmt not in DECODE_FORMATS and accept is not None and accept(prefix):
+                return fmt
+        except Exception:
+            continue
+    return None
 
 
 def _grey(img):

@@ -9,17 +9,18 @@ included). Its status: ``complete`` (metrics.json and the model are there),
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, RunError
+from .runview import number, read_json, text
 
 COLUMNS = ("run", "status", "preset", "model", "epochs", "val_accuracy", "test_accuracy", "params",
            "seconds_per_epoch", "started")
 SORT_KEYS = (*COLUMNS, "val_loss", "test_loss", "train_seconds", "dataset")
 SKIP_DIRS = {"mlruns", "__pycache__"}  # MLflow's local store is not a run folder
+TEXT_KEYS = ("run", "path", "status", "preset", "model", "dataset", "started")  # every other figure is a number
 
 
 def find_runs(root: str | os.PathLike = "runs") -> list[Path]:
@@ -36,18 +37,18 @@ def find_runs(root: str | os.PathLike = "runs") -> list[Path]:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing or damaged: one bad run must not stop the listing."""
     try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_json(path) if path.is_file() else None
+    except RunError:
         return None
-    return value if isinstance(value, dict) else None
 
 
 def _epochs_done(history: Path) -> int | None:
     try:
         with open(history, newline="") as f:
             return max(0, sum(1 for _ in csv.reader(f)) - 1)  # minus the header
-    except OSError:
+    except (OSError, ValueError, csv.Error):  # ValueError: not text
         return None
 
 
@@ -80,7 +81,8 @@ def run_record(folder: Path, root: Path) -> dict[str, Any]:
         record[key] = metrics.get(key)
     if status != "complete" and trial is not None:
         record["val_accuracy"] = trial.get("val_accuracy")  # the last value the search saw
-    return record
+    # a figure of the wrong type (a string, a list, NaN where a number belongs) shows as missing
+    return {key: text(value) if key in TEXT_KEYS else number(value) for key, value in record.items()}
 
 
 def list_runs(root: str | os.PathLike = "runs", sort: str = "run", reverse: bool = False,

@@ -12,9 +12,13 @@ Two signals, both fitted at train time and stored in ``model.json`` under ``"uns
 
 from __future__ import annotations
 
+import math
+import reprlib
 from typing import Any
 
 import numpy as np
+
+from .errors import RunError
 
 # what a model.json written before these were fitted gets: a plain confidence threshold, no statistics
 DEFAULT_RULES: dict[str, Any] = {"min_probability": 0.5, "ranges": {}}
@@ -51,12 +55,51 @@ def fit_rules(val_probs: np.ndarray, val_labels: np.ndarray, train_images: np.nd
     }
 
 
-def rules_from_info(info: dict[str, Any]) -> dict[str, Any]:
-    """The unsure rules of a ``model.json``, with the defaults for files written before they existed."""
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def rules_from_info(info: dict[str, Any], source: str = "model.json") -> dict[str, Any]:
+    """The unsure rules of a ``model.json``, with the defaults for files written before they existed.
+
+    Rules that are there but malformed (not numbers, not finite, out of range, an unknown statistic) are a
+    RunError naming ``source``: they come from the model folder, not from the image being classified.
+    """
     rules = info.get("unsure")
-    if not isinstance(rules, dict) or "min_probability" not in rules:
+    if rules is None:
         return dict(DEFAULT_RULES)
-    return {"min_probability": float(rules["min_probability"]), "ranges": dict(rules.get("ranges") or {})}
+    damaged = "the model folder is damaged: restore its model.json as training wrote it, or train again"
+    if not isinstance(rules, dict):
+        raise RunError(f"{source}: unsure must be an object; received {reprlib.repr(rules)}; {damaged}")
+    if "min_probability" not in rules:  # written before the rules were fitted
+        return dict(DEFAULT_RULES)
+    p = rules["min_probability"]
+    if not _finite(p) or not 0 <= p <= 1:
+        raise RunError(f"{source}: unsure.min_probability must be a number in [0, 1]; received {reprlib.repr(p)}; "
+                       f"{damaged}")
+    ranges = rules.get("ranges") or {}
+    if not isinstance(ranges, dict):
+        raise RunError(f"{source}: unsure.ranges must be an object; received {reprlib.repr(ranges)}; {damaged}")
+    for name, span in ranges.items():
+        if name not in LABELS:
+            raise RunError(f"{source}: unsure.ranges has an unknown statistic {reprlib.repr(name)} "
+                           f"(valid: {', '.join(LABELS)}); {damaged}")
+        if not (isinstance(span, list) and len(span) == 2 and all(map(_finite, span)) and span[0] <= span[1]):
+            raise RunError(f"{source}: unsure.ranges.{name} must be [low, high], two numbers with low <= high; "
+                           f"received {reprlib.repr(span)}; {damaged}")
+    return {"min_probability": float(p), "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}}
+
+
+def _decimals(value: float, limit: float, at_least: int) -> int:
+    """How many decimals make ``value`` and ``limit`` read differently (at least ``at_least``).
+
+    Rounding is monotonic, so a value below its limit then never reads as equal or above it: with 2 decimals
+    alone, 0.996 below 0.9961 would read "1.00 is below 1.00".
+    """
+    d = at_least
+    while d < 17 and f"{value:.{d}f}" == f"{limit:.{d}f}":
+        d += 1
+    return d
 
 
 def reasons(images: np.ndarray, probs: np.ndarray, rules: dict[str, Any], background: int = 0,
@@ -69,9 +112,15 @@ def reasons(images: np.ndarray, probs: np.ndarray, rules: dict[str, Any], backgr
         flagged |= (stats[name] < lo) | (stats[name] > hi)
     out: list[str | None] = [None] * len(probs)
     for i in np.flatnonzero(flagged):  # sentences only for the few that need one
-        why = [f"{LABELS.get(name, name)} {float(stats[name][i]):.3f} is outside the training images' {lo:.3f}-{hi:.3f}"
-               for name, (lo, hi) in rules["ranges"].items() if not lo <= stats[name][i] <= hi]
-        if top[i] < rules["min_probability"]:
-            why.append(f"top probability {float(top[i]):.2f} is below {rules['min_probability']:.2f}")
+        why = []
+        for name, (lo, hi) in rules["ranges"].items():
+            v = float(stats[name][i])
+            if not lo <= v <= hi:
+                d = _decimals(v, lo if v < lo else hi, 3)
+                why.append(f"{LABELS.get(name, name)} {v:.{d}f} is outside the training images' {lo:.{d}f}-{hi:.{d}f}")
+        p, limit = float(top[i]), rules["min_probability"]
+        if p < limit:
+            d = _decimals(p, limit, 2)
+            why.append(f"top probability {p:.{d}f} is below {limit:.{d}f}")
         out[i] = "; ".join(why)
     return out
