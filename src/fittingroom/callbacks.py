@@ -199,16 +199,30 @@ class ModelCheckpoint(Callback):
 
 
 class TerminateOnNaN(Callback):
-    """Stop the run with a clear error as soon as the loss is NaN or infinite."""
+    """Stop the run with a clear error as soon as the training or validation loss is NaN or infinite.
+
+    It must come first among the callbacks: it raises before any other one logs or
+    saves the epoch, and before the loop checkpoints it, so the checkpoint on disk
+    keeps the last finite epoch. The validation loss is checked too because it is
+    computed with the weights after the epoch's last step, which the training loss
+    (summed over the steps' forward passes) has not seen.
+    """
 
     name = "terminate_on_nan"
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if not math.isfinite(logs["loss"]):
-            raise NonFiniteLoss(
-                f"the training loss became {logs['loss']} in epoch {epoch + 1}; the run stopped and its last good "
-                f"checkpoint is kept; lower the learning rate (--lr) or set gradient clipping (grad_clip)"
-            )
+        bad = [key for key in ("loss", "val_loss") if key in logs and not math.isfinite(logs[key])]
+        if not bad:
+            return
+        what = {"loss": "the training loss", "val_loss": "the validation loss"}[bad[0]]
+        trainer = getattr(self, "trainer", None)
+        path = trainer.checkpoint_path if trainer is not None else None
+        kept = (f"{path} keeps epoch {trainer.epoch}, the last finite one" if path and trainer.epoch
+                else "no epoch before it was saved")
+        raise NonFiniteLoss(
+            f"{what} became {logs[bad[0]]} in epoch {epoch + 1}: training diverged and stopped without saving a model "
+            f"({kept}); train again with a lower learning rate (--lr) or gradient clipping (--set grad_clip=1.0)"
+        )
 
 
 class NonFiniteLoss(FittingroomError):

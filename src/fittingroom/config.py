@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,6 +22,13 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+# Bounds of integer settings. Seeds: NumPy's legacy seeding (and Optuna's sampler, through it) takes 0..2**32-1.
+MAX_SEED = 2**32 - 1
+# Fixed caps rather than a multiple of this machine's cores, so that a run saved on a big machine still
+# loads (and resumes) on a small one; far more OpenMP threads than this fail to start (or crash) in libgomp.
+MAX_THREADS = 1024
+MAX_WORKERS = 256  # decoding processes
+MAX_INT = 2**31 - 1  # sizes and counts: what a 32-bit index (and torch's size arguments) can hold
 
 
 @dataclass
@@ -90,8 +98,13 @@ class TrainConfig:
     # ------------------------------------------------------------------ checks
     def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first invalid field; return self when all are valid."""
-        from .models import create_model, list_models
+        from .models import list_models
 
+        hints = get_type_hints(type(self))
+        for f in fields(self):  # types and finiteness, as from_dict checks them (a config may be built in Python)
+            _coerce(f.name, getattr(self, f.name), hints[f.name], "configuration")
+        _choice("preset", self.preset, tuple(PRESETS), what="preset")
+        _check_finite("model_args", self.model_args)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("precision", self.precision, PRECISIONS)
@@ -100,14 +113,16 @@ class TrainConfig:
             _choice("save_best", self.save_best, ("val_accuracy", "val_loss"))
         if self.model not in list_models():
             raise ConfigError(f"unknown model {self.model!r}; valid names: {', '.join(list_models())}")
-        create_model(self.model, **self.model_args)  # checks the arguments
+        build_model_checked(self.model, self.model_args)  # checks the arguments
         for name in ("epochs", "batch_size", "validation_size", "eval_batch_size", "step_size"):
-            _positive_int(name, getattr(self, name))
+            _int_in(name, getattr(self, name), 1, MAX_INT)
         if self.threads is not None:
-            _positive_int("threads", self.threads)
-        _positive_int("translate", self.translate, allow_zero=True)
-        _positive_int("workers", self.workers, allow_zero=True)
-        _positive_int("memory_limit_mb", self.memory_limit_mb, allow_zero=True)
+            _int_in("threads", self.threads, 1, MAX_THREADS)
+        _int_in("translate", self.translate, 0, MAX_INT)
+        _int_in("workers", self.workers, 0, MAX_WORKERS)
+        _int_in("memory_limit_mb", self.memory_limit_mb, 0, MAX_INT)
+        _int_in("seed", self.seed, 0, MAX_SEED)
+        _int_in("split_seed", self.split_seed, 0, MAX_SEED)
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ConfigError(
                 f"`val_fraction` and `test_fraction` must be in [0, 1) with a sum below 1; "
@@ -115,15 +130,20 @@ class TrainConfig:
             )
         for name in ("early_stopping", "reduce_lr_on_plateau"):
             if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
+                _int_in(name, getattr(self, name), 1, MAX_INT)
         if not self.lr > 0:
             raise ConfigError(f"`lr` must be a positive number; received lr={self.lr!r}")
         for name in ("momentum", "label_smoothing", "erase", "final_lr_ratio"):
             value = getattr(self, name)
             if not 0 <= value < 1 and not (name == "final_lr_ratio" and value == 1):
                 raise ConfigError(f"`{name}` must be in [0, 1); received {name}={value!r}")
-        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.gamma <= 0:
-            raise ConfigError("`weight_decay` and `warmup_epochs` must be >= 0 and `gamma` > 0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"`weight_decay` must be a number >= 0; received weight_decay={self.weight_decay!r}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"`warmup_epochs` must be from 0 to epochs={self.epochs} (a warm-up within the run); "
+                              f"received warmup_epochs={self.warmup_epochs!r}")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"`gamma` (the step schedule's decay factor) must be in (0, 1]; received gamma={self.gamma!r}")
         if not 0 <= self.distill_weight <= 1 or not self.distill_temperature > 0:
             raise ConfigError(
                 f"`distill_weight` must be in [0, 1] and `distill_temperature` > 0; received "
@@ -169,9 +189,12 @@ class TrainConfig:
             raise ConfigError(f"{path}: no such configuration file") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: not a readable JSON configuration ({exc})") from None
-        if isinstance(values, dict):
+        if isinstance(values, dict) and "preset" in values:
             # A partial file overrides the preset it names (settings it leaves out come from there).
-            values = {**PRESETS.get(values.get("preset"), {}), **values}
+            preset = values["preset"]
+            if not isinstance(preset, str) or preset not in PRESETS:
+                raise ConfigError(f"{path}: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+            values = {**PRESETS[preset], **values}
         return cls.from_dict(values, where=str(path))
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -180,16 +203,42 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+def build_model_checked(name: str, args: dict[str, Any]):
+    """``create_model(name, **args)``; arguments too large to allocate are a ConfigError, not a crash."""
+    from .models import create_model
+
+    try:
+        return create_model(name, **args)
+    except (RuntimeError, MemoryError) as exc:
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc):
+            raise
+        raise ConfigError(f"model {name!r} with model_args {args} is too large to build on this machine "
+                          f"({type(exc).__name__}); make it smaller") from None
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...], what: str = "") -> None:
     if value not in valid:
+        if what:  # the message test_config and users know for presets: "unknown preset 'x'; valid presets: ..."
+            raise ConfigError(f"unknown {what} {value!r}; valid {what}s: {', '.join(valid)}")
         raise ConfigError(f"`{name}` must be one of {', '.join(valid)}; received {name}={value!r}")
 
 
-def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        kind = "non-negative" if allow_zero else "positive"
-        raise ConfigError(f"`{name}` must be a {kind} integer; received {name}={value!r}")
+def _int_in(name: str, value: Any, low: int, high: int) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(low, f"an integer from {low}")
+        raise ConfigError(f"`{name}` must be {kind} up to {high}; received {name}={value!r}")
+
+
+def _check_finite(name: str, value: Any) -> None:
+    """NaN and infinity are no setting's value (JSON and ``float()`` both let them through)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"`{name}` must be a finite number; received {name}={value!r}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(f"{name}.{key}", item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_finite(name, item)
 
 
 def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
@@ -203,7 +252,13 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
     for t in types:
         base = get_origin(t) or t
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}: `{name}` must be a finite number; received {name}={value!r}")
+            return number
         if base is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if base in (str, bool, dict) and isinstance(value, base):

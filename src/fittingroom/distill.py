@@ -40,15 +40,34 @@ def distillation_loss(logits: torch.Tensor, teacher_logp: torch.Tensor, temperat
     return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * temperature**2
 
 
-def check_teacher(config: TrainConfig) -> None:
-    """Fail early (before any run folder exists) when ``config.teacher`` names nothing usable."""
+def check_teacher(config: TrainConfig, data: SplitData | None = None) -> None:
+    """Fail early (before any run folder exists) when ``config.teacher`` names nothing usable.
+
+    With ``data``, a teacher folder must also know the data's classes and take its images
+    (a preset's teacher is trained on the data itself, so it always does).
+    """
+    from .artifacts import read_model_info
     from .config import PRESETS
 
     name = config.teacher
-    if name is not None and name not in PRESETS and not (Path(name) / "model.json").is_file():
+    if name is None or name in PRESETS:
+        return
+    if not (Path(name) / "model.json").is_file():
         raise ConfigError(
             f"teacher={name!r} is neither a preset ({', '.join(PRESETS)}) nor a finished run or model folder"
         )
+    if data is not None:
+        _check_fits(Path(name), read_model_info(name), data)
+
+
+def _check_fits(folder: Path, info: dict, data: SplitData) -> None:
+    """A teacher must give probabilities over the data's classes, for images of the data's shape."""
+    if list(info.get("classes", [])) != list(data.classes):
+        raise RunError(f"{folder}: the teacher knows classes {info.get('classes')}, the data has {list(data.classes)}; "
+                       f"name a teacher trained on the same classes")
+    if list(info.get("input_shape", [])) != list(data.input_shape):
+        raise RunError(f"{folder}: the teacher takes {info.get('input_shape')} images, the data has "
+                       f"{list(data.input_shape)}; name a teacher trained on images of that size")
 
 
 def resolve_teacher(config: TrainConfig, run_dir: Path, verbose: bool) -> Path:
@@ -83,10 +102,7 @@ def teacher_log_probs(config: TrainConfig, data: SplitData, run_dir: Path, devic
 
     folder = resolve_teacher(config, run_dir, verbose)
     teacher, info = load_module(folder, device)
-    if list(info["classes"]) != list(data.classes):
-        raise RunError(f"{folder}: the teacher knows classes {info['classes']}, the data has {data.classes}")
-    if list(info["input_shape"]) != list(data.input_shape):
-        raise RunError(f"{folder}: the teacher takes {info['input_shape']} images, the data has {list(data.input_shape)}")
+    _check_fits(folder, info, data)
     precision = resolve_precision(config.precision, device)
     return predict_logits(teacher, data.x_train, config.eval_batch_size, device, precision,
                           tta=bool(info.get("tta"))).to(device)

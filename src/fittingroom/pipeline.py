@@ -7,13 +7,14 @@ first test images. ``train_run`` is what ``fittingroom train`` calls.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import os
 import platform
 import shutil
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +23,31 @@ import torch
 
 from . import __version__, distributed, tracking
 from .artifacts import RunPaths, default_run_dir, save_model
-from .callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressLogger, ReduceLROnPlateau, TerminateOnNaN
+from .callbacks import (
+    CSVLogger,
+    EarlyStopping,
+    ModelCheckpoint,
+    NonFiniteLoss,
+    ProgressLogger,
+    ReduceLROnPlateau,
+    TerminateOnNaN,
+)
 from .config import PRESETS, TrainConfig
 from .data import SplitData, open_data
-from .data.datasets import DATASETS
-from .data.splits import FolderOptions, load_arrays
+from .data.provenance import open_run_data, resolve_paths, write_record
+from .data.splits import FolderOptions
 from .device import describe, resolve_device
 from .distill import check_teacher, teacher_log_probs
 from .errors import ConfigError, RunError
 from .evaluate import loss_and_accuracy, predict_logits
 from .evaluation import evaluate_and_report
-from .fsutil import write_json, write_text
+from .fsutil import make_folder, staging_folder, write_error, write_json, write_text
 from .models import count_params, create_model, model_defaults
 from .plots import save_learning_curves
 from .preprocess import Preprocessing
 from .runview import read_run_json
 from .summary import model_summary
-from .train import Trainer, seed_everything
+from .train import Trainer, checkpoint_meta, seed_everything
 from .unsure import fit_rules
 
 
@@ -49,15 +58,25 @@ class RunResult:
     history: dict[str, list[float]]
 
 
-def load_data(config: TrainConfig) -> SplitData:
-    """The data a configuration names, split as it says."""
+def load_data(config: TrainConfig, run: str | os.PathLike | None = None, test_only: bool = False) -> SplitData:
+    """The data a configuration names, split as it says.
+
+    For a saved ``run``, the data is checked against what the run recorded (RUN/data.json) and split as
+    it was; a changed dataset is refused with the reason (see :mod:`fittingroom.data.provenance`).
+    ``test_only``: only the test set is needed.
+    """
     options = FolderOptions(config.val_fraction, config.test_fraction, config.split_seed, config.class_names,
                             memory_limit_mb=config.memory_limit_mb, workers=config.workers)
+    if run is not None:
+        return open_run_data(run, config.data, config.data_dir, config.validation_size, options, test_only)
     return open_data(config.data, config.data_dir, config.validation_size, options=options)
 
 
 def run_test_set(run_dir: str | os.PathLike, data_dir: str | None = None):
-    """``(x_test, y_test)`` of the data a saved run was trained on (splits are seeded, so it is the same test set)."""
+    """``(x_test, y_test)`` of the data a saved run was trained on, checked against the run's record.
+
+    ``data_dir``: where a named dataset's files are, or the folder the run's own data has moved to.
+    """
     paths = RunPaths(run_dir)
     if paths.config.is_file():
         config = TrainConfig.load(paths.config).replace(data_dir=data_dir)
@@ -65,10 +84,7 @@ def run_test_set(run_dir: str | os.PathLike, data_dir: str | None = None):
         from .artifacts import read_model_info
 
         config = TrainConfig(data=read_model_info(run_dir).get("dataset", "fashion-mnist"), data_dir=data_dir)
-    if config.data in DATASETS:
-        (_, (x_test, y_test)), _, _ = load_arrays(config.data, config.data_dir)
-        return x_test, y_test
-    data = load_data(config)
+    data = load_data(config, run=run_dir, test_only=True)
     return data.x_test, data.y_test
 
 
@@ -97,6 +113,66 @@ def model_info(config: TrainConfig, data: SplitData, model: torch.nn.Module) -> 
     }
 
 
+# What a resumed run may change. More epochs extend it (the only change that continues the same training);
+# the others say where and how fast it runs on this machine, not what it computes.
+RESUME_CHANGES = ("epochs", "threads", "data_dir")
+
+
+def read_run_config(run: str | os.PathLike) -> TrainConfig:
+    """A run folder's config.json, validated; a missing, broken or hand-broken file is a one-line error."""
+    paths = RunPaths(run)
+    if not paths.config.is_file():
+        raise RunError(f"{run}: not a run folder (no config.json); pass the folder `fittingroom train` created")
+    config = TrainConfig.load(paths.config)
+    try:
+        return config.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{paths.config}: {exc}") from None
+
+
+def resume_config(paths: RunPaths, wanted: TrainConfig | None = None) -> tuple[TrainConfig, TrainConfig]:
+    """``(config to resume with, config.json as saved)``, after checking both against the checkpoint.
+
+    Refuses: a config.json edited so that it no longer describes the checkpoint's
+    training; changes other than :data:`RESUME_CHANGES`; fewer epochs than are done;
+    more epochs for a run that early stopping ended; and a complete run (all epochs
+    done, model saved) with nothing to change, which would only be written again.
+    """
+    saved = read_run_config(paths.root)
+    wanted = wanted or saved
+    meta = checkpoint_meta(paths.checkpoint) if paths.checkpoint.is_file() else None
+    trained_with = (meta or {}).get("config")
+    if isinstance(trained_with, dict):  # checkpoints since the config was recorded in them
+        differing = [k for k, v in saved.to_dict().items() if k not in RESUME_CHANGES and trained_with.get(k, v) != v]
+        if differing:
+            raise RunError(f"{paths.config}: differs from the configuration its checkpoint was trained with "
+                           f"({', '.join(differing)}); put config.json back as the run wrote it, or start a new run")
+    refused = [f.name for f in fields(saved)
+               if f.name not in RESUME_CHANGES and getattr(wanted, f.name) != getattr(saved, f.name)]
+    if refused:
+        raise ConfigError(f"--resume continues {paths.root} as its config.json says and cannot change "
+                          f"{', '.join(refused)} (only {', '.join(RESUME_CHANGES)}); for other settings start a new "
+                          f"run: `fittingroom train --config {paths.config} --set KEY=VALUE`")
+    done = meta["epoch"] if meta else 0
+    stopped = bool(meta and meta.get("stop_training"))
+    finished = paths.model_json.is_file() and paths.metrics.is_file()
+    if wanted.epochs < done:
+        raise ConfigError(f"epochs={wanted.epochs} is fewer than the {done} epochs {paths.root} has done; "
+                          f"pass --epochs above {done} to train it further")
+    if stopped and (finished or wanted.epochs != saved.epochs):
+        raise RunError(f"{paths.root}: early stopping ended this run after epoch {done} of {saved.epochs}; there is "
+                       f"nothing to resume and more epochs would not train; start a new run with more patience "
+                       f"(early_stopping)")
+    if finished and done >= saved.epochs and wanted.epochs == saved.epochs:
+        raise RunError(f"{paths.root}: the run is complete (epoch {done} of {saved.epochs} done, model saved); nothing "
+                       f"to resume; to train it further, give it more epochs: "
+                       f"`fittingroom train --resume {paths.root} --epochs N` (N > {done})")
+    if finished and meta is None:
+        raise RunError(f"{paths.root}: the run is complete (model saved) and has no readable checkpoint to continue "
+                       f"from; nothing to resume; start a new run to train more")
+    return wanted, saved
+
+
 def train_run(
     config: TrainConfig | None = None,
     out: str | os.PathLike | None = None,
@@ -111,18 +187,22 @@ def train_run(
     Args:
         config: the run's configuration (default: the ``seed`` preset, i.e. the tutorial).
         out: the run folder to create (default ``runs/<timestamp>-<preset>``); must not hold a run already.
-        resume: an interrupted run's folder to continue instead (its own config is used).
+        resume: a run folder to continue instead: an interrupted run, or a finished one given more epochs.
+            Its config.json is used; ``config``, if given, may differ from it only in
+            :data:`RESUME_CHANGES` (more ``epochs`` extend the run), and the change is recorded in config.json.
         verbose: print the summary, the progress and the results.
         data: already loaded data (default: load what ``config.data`` names).
         extra_callbacks: more :class:`~fittingroom.callbacks.Callback` objects for the loop.
         evaluate_test: evaluate on the test set at the end (a hyperparameter search's trials do not).
     """
+    changes: dict[str, tuple[Any, Any]] = {}  # what a resume changes in config.json: field -> (saved, new)
     if resume is not None:
         paths = RunPaths(resume)
-        if not paths.config.is_file():
-            raise RunError(f"{resume}: not a run folder (no config.json); pass the folder `fittingroom train` created")
-        config = TrainConfig.load(paths.config)
+        config, saved = resume_config(paths, config)
+        changes = {f.name: (getattr(saved, f.name), getattr(config, f.name)) for f in fields(saved)
+                   if getattr(saved, f.name) != getattr(config, f.name)}
     config = (config or TrainConfig.from_preset("seed")).validate()
+    config = resolve_paths(config)  # config.json and RUN/data.json name the data by absolute path
     check_teacher(config)
     tracking.require(config)
     if config.threads:
@@ -133,18 +213,21 @@ def train_run(
     say = print if (verbose and is_main) else (lambda *a, **k: None)
     trackers: list = []
     try:
-        data = data or load_data(config)
+        data = data or load_data(config, run=resume)
         seed_everything(config.seed, config.deterministic)  # after loading: a DataLoader draws from the global RNG
         model = build_model(config, data)
         summary = model_summary(model, data.input_shape, name=config.model)
         say(summary)
 
+        check_teacher(config, data)  # a teacher for other classes or images: stop before the folder is made
         if resume is None:
             paths = RunPaths(out or default_run_dir(config.preset))
+        existed = paths.root.is_dir()  # an empty folder (or a link to one) the user made for the run
         if is_main:  # before the folder is written: a tracker that cannot start leaves nothing behind
             trackers = tracking.tracking_callbacks(config, paths.root, data.classes)
         if resume is None and is_main:
             create_run_folder(paths, config, summary)
+            write_record(paths.root, data)
         callbacks = [TerminateOnNaN()]
         if verbose and is_main:
             callbacks.append(ProgressLogger())
@@ -168,11 +251,26 @@ def train_run(
             say(f"Resuming {paths.root} after epoch {trainer.epoch}/{config.epochs}")
         elif resume is not None:
             say(f"Resuming {paths.root}: no epoch was complete, starting from the first")
+        if changes and is_main:  # the checkpoint fits the run: record the change
+            write_json(paths.config, config.to_dict())
+            say(f"{paths.root}: " + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+                + f", recorded in {paths.config.name}")
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         say(f"Training {config.model} on {data.name} ({len(data.x_train):,} training, {len(data.x_val):,} validation images) "
             f"on {describe(device)}, {trainer.precision}" + (f", {dist.world_size} processes" if dist else "")
             + (", fused SGD step" if trainer.unfused_reason is None else ""))
-        history = trainer.fit()
+        try:
+            history = trainer.fit()
+        except NonFiniteLoss as exc:
+            if resume is None and is_main and trainer.epoch == 0 and config.teacher not in PRESETS:
+                # Diverged before one finite epoch: the new folder holds nothing worth resuming (it would diverge
+                # again), unless a teacher was trained into it first.
+                for tracker in trackers:
+                    tracker.close()
+                trackers = []
+                discard_run_folder(paths.root, keep_folder=existed)
+                raise NonFiniteLoss(f"{exc}; the new run folder {paths.root} is not kept") from None
+            raise
         if not is_main:
             return RunResult(paths.root, {}, history)
         metrics = finish_run(paths, trainer, data, config, device, started, verbose, evaluate_test)
@@ -185,23 +283,52 @@ def train_run(
         distributed.teardown(dist)
 
 
+def discard_run_folder(root: Path, keep_folder: bool) -> None:
+    """Remove what a new run wrote into ``root``; with ``keep_folder``, leave the (empty) folder itself."""
+    target = Path(os.path.realpath(root))
+    if not keep_folder:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for child in target.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def create_run_folder(paths: RunPaths, config: TrainConfig, summary: str) -> None:
     """Make the run folder with its config.json and summary.txt, all at once.
 
     The files are written into a hidden sibling folder that is then renamed, so a
     run folder, from its first moment, always holds its configuration and can be resumed.
+    A rename never replaces a folder with files in it, so of two trainings started with
+    the same ``--out`` one wins and the other stops with an error, leaving the winner's
+    folder alone. ``--out`` may be an empty folder or a link to one (the link stays).
     """
     root = paths.root
-    if root.exists() and any(root.iterdir()):
-        raise RunError(f"{root}: already exists and is not empty; choose another --out, or --resume a run in it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".creating", dir=root.parent))
+    target = Path(os.path.realpath(root)) if root.is_symlink() else root
+    taken = RunError(f"{root}: already exists and is not empty; choose another --out, or --resume a run in it")
+    try:
+        if target.exists() and not target.is_dir():
+            raise RunError(f"{root}: is a file, not a folder; choose another --out")
+        if target.is_dir() and any(target.iterdir()):
+            raise taken
+    except OSError as exc:
+        raise write_error(root, exc) from None
+    make_folder(target.parent)
+    staging = staging_folder(target)
     try:
         write_json(staging / paths.config.name, config.to_dict())
         write_text(staging / paths.summary.name, summary + "\n")
-        if root.exists():
-            root.rmdir()  # an empty folder the user made for the run
-        staging.rename(root)
+        if target.is_dir():
+            with contextlib.suppress(FileNotFoundError):  # another training may have removed it first
+                target.rmdir()  # an empty folder the user made for the run
+        staging.rename(target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another training created it meanwhile
+            raise taken from None
+        raise write_error(root, exc) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -220,6 +347,9 @@ def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: Train
         test = {"test_accuracy": test_accuracy, "test_loss": test_loss}
     val_loss, val_accuracy = loss_and_accuracy(
         predict_logits(model, data.x_val, config.eval_batch_size, device, precision, tta=config.tta), data.y_val)
+    if not np.isfinite(val_loss):  # weights that are no longer numbers are not saved as a model
+        raise NonFiniteLoss(f"the final model's validation loss is {val_loss}: its weights are not finite, so no model "
+                            f"was saved; train again with a lower learning rate (--lr)")
     eval_seconds = time.perf_counter() - t0
     epochs = len(trainer.history.get("loss", []))
     metrics = {

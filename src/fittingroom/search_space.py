@@ -91,8 +91,10 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices or not all(
-                c is None or isinstance(c, (str, int, float, bool)) for c in choices):
-            raise ConfigError(f"{what}: `choices` must be a non-empty list of numbers, strings or booleans; received {choices!r}")
+                c is None or isinstance(c, (str, int, bool)) or (isinstance(c, float) and math.isfinite(c))
+                for c in choices):
+            raise ConfigError(f"{what}: `choices` must be a non-empty list of (finite) numbers, strings or booleans; "
+                              f"received {choices!r}")
         return Param(name, kind, choices=tuple(choices))
     low, high, log, step = spec.get("low"), spec.get("high"), spec.get("log", False), spec.get("step")
     number = int if kind == "int" else (int, float)
@@ -103,7 +105,7 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
         raise ConfigError(f"{what}: `low` must be below `high`; received low={low!r}, high={high!r}")
     if not isinstance(log, bool) or (log and low <= 0):
         raise ConfigError(f"{what}: `log` must be true or false, and a log range needs low > 0; received low={low!r}, log={log!r}")
-    if step is not None and (log or not isinstance(step, number) or isinstance(step, bool) or step <= 0):
+    if step is not None and (log or not isinstance(step, number) or isinstance(step, bool) or not 0 < step < math.inf):
         raise ConfigError(f"{what}: `step` must be a positive number and cannot go with log; received step={step!r}")
     return Param(name, kind, low, high, log, step)
 

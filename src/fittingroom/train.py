@@ -11,6 +11,7 @@ SGD in fp32) takes the same loop with a hand-fused step instead (fused.py).
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -24,12 +25,12 @@ from torch import nn
 from . import distributed
 from .augment import augment_batch
 from .callbacks import Callback
-from .checkpoint import load_checkpoint, optimizer_from_parts, optimizer_to_parts, save_checkpoint
+from .checkpoint import META_KEY, load_checkpoint, optimizer_from_parts, optimizer_to_parts, save_checkpoint
 from .config import TrainConfig
 from .data import SplitData
 from .device import autocast, resolve_precision
 from .distill import distillation_loss
-from .errors import ConfigError, FittingroomError
+from .errors import ConfigError, FittingroomError, RunError
 from .evaluate import loss_and_accuracy, predict_logits, to_float
 from .fused import FusedMLPStep, epoch_loss_and_correct, why_not_fused
 from .optim import build_optimizer, lr_multiplier, set_lr
@@ -37,6 +38,17 @@ from .optim import build_optimizer, lr_multiplier, set_lr
 
 class TrainingInterrupted(FittingroomError):
     """Ctrl-C during training; the last complete epoch's checkpoint is kept."""
+
+
+def checkpoint_meta(path: str | Path) -> dict | None:
+    """The JSON part of a checkpoint (``epoch``, ``stop_training``, ``config``...) without its tensors; None if unreadable."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {})[META_KEY])
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -151,15 +163,19 @@ class Trainer:
                 self.save_checkpoint()
                 self.train_seconds += time.perf_counter() - saving
         except KeyboardInterrupt:
-            raise TrainingInterrupted(
-                f"interrupted during epoch {self.epoch + 1}; "
-                + (f"{self.epoch} complete epochs are saved in {self.checkpoint_path}, resume with "
-                   f"`fittingroom train --resume {self.checkpoint_path.parent}`"
-                   if self.checkpoint_path and self.epoch else "no epoch was complete, nothing was saved")
-            ) from None
+            raise TrainingInterrupted(self._interrupted_message()) from None
         for cb in self.callbacks:
             cb.on_train_end(logs)
         return self.history
+
+    def _interrupted_message(self) -> str:
+        """What Ctrl-C leaves: the epochs the checkpoint on disk holds (a save cut short keeps the previous one)."""
+        meta = checkpoint_meta(self.checkpoint_path) if self.checkpoint_path else None
+        saved = meta["epoch"] if meta else 0
+        if not saved:
+            return f"interrupted during epoch {self.epoch + 1}; no epoch was complete, nothing was saved"
+        return (f"interrupted; {self.checkpoint_path} holds epoch {saved} of {self.config.epochs}, resume with "
+                f"`fittingroom train --resume {self.checkpoint_path.parent}`")
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over this process's shard of the shuffled training set."""
@@ -303,6 +319,7 @@ class Trainer:
             "stop_training": self.stop_training,
             "optimizer": optim_meta,
             "callbacks": {cb.name: cb.get_state() for cb in self.callbacks if cb.get_state()},
+            "config": self.config.to_dict(),  # what the weights were trained with: resume checks config.json against it
         }
         return tensors, meta
 
@@ -315,8 +332,13 @@ class Trainer:
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore everything a checkpoint holds, so that ``fit`` continues as if never stopped."""
         groups, meta = load_checkpoint(path, device="cpu")
-        self.raw_model.load_state_dict({k: v.to(self.device) for k, v in groups["model"].items()})
-        self.optimizer.load_state_dict(optimizer_from_parts(groups.get("optim", {}), meta["optimizer"]))
+        try:
+            self.raw_model.load_state_dict({k: v.to(self.device) for k, v in groups["model"].items()})
+            self.optimizer.load_state_dict(optimizer_from_parts(groups.get("optim", {}), meta["optimizer"]))
+        except (KeyError, RuntimeError, ValueError) as exc:  # another model, width or optimizer than config.json's
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunError(f"{path}: the checkpoint does not fit the model and optimizer that config.json describes "
+                           f"({reason.rstrip(':.')}); put config.json back as the run wrote it, or start a new run") from None
         rng = groups["rng"]
         torch.set_rng_state(rng["torch"])
         self.shuffle_gen.set_state(rng["shuffle"])

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -105,8 +106,8 @@ def storage_url(storage: str | os.PathLike | None, paths: StudyPaths) -> str:
     return "sqlite:///" + str(Path(storage or paths.db).resolve())
 
 
-def _check_identity(paths: StudyPaths, config: TrainConfig, space: dict[str, Param]) -> None:
-    """Write study.json for a new study; for an existing one, insist on the same configuration and space."""
+def _check_identity(paths: StudyPaths, config: TrainConfig, space: dict[str, Param]) -> dict[str, Any] | None:
+    """For an existing study, insist on the same configuration and space; for a new one, return study.json's content."""
     base = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
     identity = {"base_config": base, "space": space_to_dict(space)}
     if paths.study_json.is_file():
@@ -117,9 +118,22 @@ def _check_identity(paths: StudyPaths, config: TrainConfig, space: dict[str, Par
         if changed:
             raise ConfigError(f"{paths.root} holds a study with other settings ({', '.join(changed)} differ); "
                               f"pass the same settings to continue it, or choose another --out")
-        return
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_json(paths.study_json, identity)
+        return None
+    return identity
+
+
+def _open_storage(optuna, url: str, storage: str | os.PathLike | None):
+    """Optuna's database storage at ``url``; a URL or file that is no usable database is a ConfigError."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        # Heartbeats: a trial whose process died (killed, crashed) is marked failed when the next trial starts.
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
+                                          engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+    except (SQLAlchemyError, ImportError, ValueError, RuntimeError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--storage {storage}: not a usable study database ({reason}); pass a new or existing "
+                          f"SQLite file, or a database URL such as sqlite:///study.db") from None
 
 
 def _mark(folder: Path, number: int, state: str, params: dict, value: float | None, epochs: int | None,
@@ -164,20 +178,27 @@ def tune(
     config = config.validate()
     space = space if isinstance(space, dict) else resolve_space(space, config)
     paths = StudyPaths(out or Path("runs") / f"tune-{config.preset}")
-    _check_identity(paths, config, space)
+    new_identity = _check_identity(paths, config, space)
     say = functools.partial(print, flush=True) if verbose else (lambda *a, **k: None)
 
     url = storage_url(storage, paths)
+    created = not paths.root.exists()
+    paths.root.mkdir(parents=True, exist_ok=True)  # the default storage is a file in it
     with _quietly(optuna):
-        # Heartbeats: a trial whose process died (killed, crashed) is marked failed when the next trial starts.
-        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
-                                         engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+        try:
+            rdb = _open_storage(optuna, url, storage or paths.db)
+        except ConfigError:
+            if created:  # a study that never started leaves no folder behind
+                shutil.rmtree(paths.root, ignore_errors=True)
+            raise
+        if new_identity is not None:
+            write_json(paths.study_json, new_identity)
         study = optuna.create_study(
             storage=rdb, study_name=STUDY_NAME, direction="maximize", load_if_exists=True,
             # multivariate TPE models parameters jointly (lr and batch size interact); the constant liar keeps
             # processes sharing the study from sampling the same point; seeded from how far the study is.
             sampler=optuna.samplers.TPESampler(n_startup_trials=max(3, trials // 4), multivariate=True,
-                                               constant_liar=True, seed=config.seed + _count(rdb, "ALL")),
+                                               constant_liar=True, seed=(config.seed + _count(rdb, "ALL")) % 2**32),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=prune_startup, n_warmup_steps=prune_warmup),
         )
     if not study.trials:  # the base configuration is trial 0: the result to beat

@@ -13,7 +13,7 @@ CONFIG_FLAGS = {
     "--model": ("model", str, "model name from the registry (see `fittingroom summary --list`)"),
     "--data": ("data", str, "dataset name (fashion-mnist, mnist), a folder of IDX files, a folder with one "
                        "sub-folder of images per class, or a CSV (label,pixel1,...)"),
-    "--data-dir": ("data_dir", str, "folder holding the dataset's files (default: the usual places, then download)"),
+    "--data-dir": ("data_dir", str, "the only folder to look in for the dataset's files (default: the usual places, then download)"),
     "--epochs": ("epochs", int, "number of epochs"),
     "--batch-size": ("batch_size", int, "images per optimizer step (global, across processes)"),
     "--lr": ("lr", float, "(peak) learning rate"),
@@ -51,21 +51,39 @@ def add_model_arg_flag(parser: argparse.ArgumentParser) -> None:
                         help="an argument of the model, e.g. hidden=[512,256] or dropout=0.2 (repeatable)")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The preset (or --config file), then --set assignments, then the dedicated flags."""
-    config = TrainConfig.load(args.config) if args.config else TrainConfig.from_preset(args.preset)
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """The preset (or --config file, or ``base``), then --set assignments, then the dedicated flags."""
+    if args.config and args.preset:
+        raise ConfigError(f"--config {args.config} and --preset {args.preset} both name the configuration to start "
+                          f"from; pass one (a --config file names its own preset)")
+    if base is not None:
+        config = base
+    else:
+        config = TrainConfig.load(args.config) if args.config else TrainConfig.from_preset(args.preset or "seed")
     values = config.to_dict()
+    given: dict[str, tuple[str, object]] = {}  # setting -> (where the command line gave it, value)
+
+    def assign(key: str, value: object, source: str) -> None:
+        # One setting given twice with two values (--set epochs=5 --epochs 3) is ambiguous: refuse, do not pick one.
+        if key in given and given[key][1] != value:
+            raise ConfigError(f"`{key}` is given twice with different values ({given[key][0]} and {source}); "
+                              f"give it once")
+        given[key] = (source, value)
+
     for text in args.set:
         key, value = parse_assignment(text, "--set")
+        assign(key, value, f"--set {text}")
         values[key] = value
-    for _flag, (field, _type, _help) in CONFIG_FLAGS.items():
+    for flag, (field, _type, _help) in CONFIG_FLAGS.items():
         value = getattr(args, field)
         if value is not None:
+            assign(field, value, f"{flag} {value}")
             values[field] = value
     if args.model is not None and args.model != config.model:
         values["model_args"] = {}  # another model's arguments do not carry over
     for text in args.model_arg:
         key, value = parse_assignment(text, "--model-arg")
+        assign(f"model_args.{key}", value, f"--model-arg {text}")
         values["model_args"] = {**values["model_args"], key: value}
     for field, _help in SWITCHES.values():
         if getattr(args, field, False):
@@ -73,25 +91,39 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(values, where="command line").validate()
 
 
+def changes_asked(args: argparse.Namespace) -> bool:
+    """Whether the command line sets any configuration field (a flag, --set, --model-arg or a switch)."""
+    return (any(getattr(args, field) is not None for field, _type, _help in CONFIG_FLAGS.values())
+            or bool(args.set or args.model_arg) or any(getattr(args, f, False) for f, _help in SWITCHES.values()))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..pipeline import train_run
+    from ..pipeline import read_run_config, train_run
 
     if args.resume:
-        train_run(resume=args.resume, verbose=not args.quiet)
+        given = [flag for flag, value in (("--out", args.out), ("--config", args.config), ("--preset", args.preset))
+                 if value]
+        if given:
+            raise ConfigError(f"--resume continues {args.resume} in its own folder with its own config.json; drop "
+                              f"{', '.join(given)} (or start a new run without --resume)")
+        # Flags are changes to the saved configuration; train_run applies the ones a resumed run allows.
+        config = config_from_args(args, read_run_config(args.resume)) if changes_asked(args) else None
+        train_run(config, resume=args.resume, verbose=not args.quiet)
     else:
         train_run(config_from_args(args), out=args.out, verbose=not args.quiet)
     return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from ..models import create_model, list_models
+    from ..config import build_model_checked
+    from ..models import list_models
     from ..summary import model_summary
 
     if args.list:
         print("\n".join(list_models()))
         return 0
     kwargs = dict(parse_assignment(t, "--model-arg") for t in args.model_arg)
-    model = create_model(args.model, **kwargs)
+    model = build_model_checked(args.model, kwargs)
     shape = tuple(kwargs.get("input_shape", (28, 28)))
     print(model_summary(model, shape, name=args.model))
     return 0
@@ -110,7 +142,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """The flags that build a TrainConfig (read by :func:`config_from_args`)."""
-    p.add_argument("--preset", default="seed", help=f"named configuration: {', '.join(PRESETS)} (default: seed, the tutorial)")
+    p.add_argument("--preset", help=f"named configuration: {', '.join(PRESETS)} (default: seed, the tutorial)")
     p.add_argument("--config", metavar="FILE", help="a JSON configuration file (a run's config.json or a preset file)")
     for flag, (field, type_, help_) in CONFIG_FLAGS.items():
         p.add_argument(flag, dest=field, type=type_, help=help_)
@@ -126,7 +158,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train a model, evaluate it on the test set and save everything in a run folder.")
     add_config_arguments(p)
     p.add_argument("--out", metavar="DIR", help="run folder to create (default: runs/<timestamp>-<preset>)")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last complete epoch")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue an interrupted run from its last complete epoch; with --epochs N, train a run "
+                        "(finished or not) up to N epochs; other settings cannot change")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_train)
 
