@@ -108,7 +108,7 @@ def test_audit_of_a_dataset_folder_without_a_run(tmp_path, capsys):
     assert out == tmp_path / "audit" and (out / "near_duplicates.png").is_file()
     assert result["exact_duplicates"]["pairs"] == [{"test": 3, "train": 10}]
     # An audit that finds no near duplicates removes the earlier picture, so the folder describes one audit.
-    audit(str(folder), out=tmp_path / "audit", validation_size=10, threshold=1.0)
+    audit(str(folder), out=tmp_path / "audit", validation_size=10, threshold=1.0, force=True)
     assert not (out / "near_duplicates.png").exists()
 
 

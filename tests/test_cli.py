@@ -96,11 +96,20 @@ def test_user_mistakes_get_one_line_and_no_run_folder(args, fragments, tmp_path)
     assert not out.exists()
 
 
-def test_data_not_found_lists_places_and_leaves_nothing(tmp_path):
+def test_data_not_found_in_the_named_dir_says_so_and_leaves_nothing(tmp_path):
     out = tmp_path / "run"
     code, _, err = run_cli("train", "--data", "mnist", "--data-dir", tmp_path / "empty", "--out", out,
                            env={"FITTINGROOM_MIRROR": "http://127.0.0.1:9/"})  # a port nothing listens on
-    assert_one_line_error(code, err, str(tmp_path / "empty"), "fittingroom data download", "cannot connect")
+    # a named folder is the only place looked in: no download, no other copy
+    assert_one_line_error(code, err, str(tmp_path / "empty"), "does not exist", "fittingroom data download")
+    assert not out.exists()
+
+
+def test_data_not_found_anywhere_lists_places_and_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "--data", "mnist", "--out", out,
+                           env={"FITTINGROOM_MIRROR": "http://127.0.0.1:9/"})  # a port nothing listens on
+    assert_one_line_error(code, err, "fittingroom data download", "cannot connect")
     assert not out.exists()
 
 

@@ -79,7 +79,7 @@ def test_compare_cli_prints_the_table_and_writes_the_picture(two_runs, tmp_path,
     printed = capsys.readouterr().out
     assert "test acc" in printed and "val_accuracy" in printed and f"Wrote {out}" in printed
     assert Image.open(out).size[0] > 500
-    assert main(["compare", *map(str, two_runs), "--out", str(out), "--json"]) == 0
+    assert main(["compare", *map(str, two_runs), "--out", str(out), "--json", "--force"]) == 0  # redraws it
     result = json.loads(capsys.readouterr().out)
     assert [r["run"] for r in result["runs"]] == [two_runs[0].name, "better"] and "history" not in result["runs"][0]
 

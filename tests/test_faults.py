@@ -13,8 +13,7 @@ import torch
 from safetensors import safe_open
 
 from conftest import write_idx_dataset
-from fittingroom import TrainConfig, load_model, train_run
-from fittingroom import checkpoint as checkpoint_module
+from fittingroom import TrainConfig, fsutil, load_model, train_run
 from fittingroom.errors import RunError
 
 EPOCHS = 4
@@ -104,18 +103,18 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(data, tmp_path):
 
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_data, tmp_path, monkeypatch):
     config = TrainConfig(data=str(tiny_data), validation_size=40, epochs=3, batch_size=16)
-    real_save = checkpoint_module.save_file
+    real_write = fsutil._write_file
     calls = []
 
-    def save_then_fill_disk(tensors, filename, metadata=None):
-        calls.append(filename)
-        if len(calls) == 2:  # the second epoch's checkpoint hits a full disk halfway
-            with open(filename, "wb") as f:
-                f.write(b"partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(tensors, filename, metadata=metadata)
+    def write_then_fill_disk(path, data):
+        if path.name.startswith(".checkpoint.safetensors."):
+            calls.append(path)
+            if len(calls) == 2:  # the second epoch's checkpoint hits a full disk halfway
+                real_write(path, b"partial")
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, data)
 
-    monkeypatch.setattr(checkpoint_module, "save_file", save_then_fill_disk)
+    monkeypatch.setattr(fsutil, "_write_file", write_then_fill_disk)
     with pytest.raises(RunError, match="the disk is full.*previous version is kept"):
         train_run(config, out=tmp_path / "run", verbose=False)
     assert completed_epochs(tmp_path / "run") == 1

@@ -29,10 +29,11 @@ import torch.nn.functional as F
 
 from .data.splits import SplitData
 from .figures import class_balance_png
-from .fsutil import write_bytes, write_json
+from .fsutil import make_folder, write_bytes, write_error, write_json
 from .gallery import grid_png
 
 LISTED = 100  # pairs and candidates kept in audit.json
+FILES = ("audit.json", "class_balance.png", "near_duplicates.png", "mislabelled.png")  # what an audit folder holds
 SHOWN = 16  # images in each gallery
 
 
@@ -160,35 +161,57 @@ def audit_data(data: SplitData, threshold: float = 0.99, model=None, run: str | 
     return result, figures
 
 
-def write_audit(folder: str | os.PathLike, result: dict[str, Any], figures: dict[str, bytes]) -> Path:
-    """Write ``audit.json`` and the pictures into ``folder``; pictures from an earlier audit that this one
-    did not draw are removed, so the folder always describes one audit."""
+def check_audit_folder(folder: str | os.PathLike, force: bool = False) -> Path:
+    """A folder the user named for an audit, checked before any work: not a file, and holding no earlier
+    audit's files unless ``force``."""
+    from .errors import ConfigError
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder}: is a file, not a folder; choose another --out")
+    found = [name for name in FILES if (folder / name).exists()] if folder.is_dir() else []
+    if found and not force:
+        raise ConfigError(f"--out {folder}: already holds an audit ({', '.join(found)}); pass --force to overwrite "
+                          "it, or choose another --out")
+    return folder
+
+
+def write_audit(folder: str | os.PathLike, result: dict[str, Any], figures: dict[str, bytes],
+                overwrite: bool = True) -> Path:
+    """Write ``audit.json`` and the pictures into ``folder``; pictures from an earlier audit that this one
+    did not draw are removed, so the folder always describes one audit. Without ``overwrite``, a file of
+    an earlier audit is an error instead."""
+    folder = make_folder(folder)
     for stale in ("near_duplicates.png", "mislabelled.png"):
-        if stale not in figures:
-            (folder / stale).unlink(missing_ok=True)
+        if stale not in figures and overwrite:
+            try:
+                (folder / stale).unlink(missing_ok=True)
+            except OSError as exc:
+                raise write_error(folder / stale, exc) from None
     for name, png in figures.items():
-        write_bytes(folder / name, png)
-    write_json(folder / "audit.json", result)
+        write_bytes(folder / name, png, overwrite)
+    write_json(folder / "audit.json", result, overwrite)
     return folder
 
 
 def audit(data: str = "fashion-mnist", data_dir: str | None = None, run: str | os.PathLike | None = None,
           out: str | os.PathLike | None = None, threshold: float = 0.99,
-          validation_size: int | None = None) -> tuple[dict[str, Any], Path]:
+          validation_size: int | None = None, force: bool = False) -> tuple[dict[str, Any], Path]:
     """Audit a dataset (the one ``run`` was trained on, split as it was, when given) and write the result.
 
-    The folder is ``out``, else ``RUN/audit`` with a run, else ``audit-<dataset>``.
+    The folder is ``out``, else ``RUN/audit`` with a run, else ``audit-<dataset>``. The default
+    folders belong to the tool and are refreshed; ``out`` must hold no earlier audit unless ``force``.
     Returns the result and the folder.
     """
     from .config import TrainConfig
     from .errors import ConfigError
     from .pipeline import load_data
-    from .runview import read_run_json
+    from .runview import run_precision
 
     if not 0 < threshold <= 1:
         raise ConfigError(f"--threshold must be in (0, 1]; received {threshold}")
+    if out is not None:
+        check_audit_folder(out, force)
     model, tta, precision = None, False, "fp32"
     config = TrainConfig(data=data)
     if run is not None:
@@ -198,8 +221,8 @@ def audit(data: str = "fashion-mnist", data_dir: str | None = None, run: str | o
         config = (TrainConfig.load(Path(run) / "config.json") if (Path(run) / "config.json").is_file()
                   else TrainConfig(data=info.get("dataset", data)))
         tta = bool(info.get("tta", False))
-        precision = read_run_json(run, "metrics.json").get("precision", "fp32")
-    split = load_data(config.replace(data_dir=data_dir, validation_size=validation_size))
+        precision = run_precision(run)
+    split = load_data(config.replace(data_dir=data_dir, validation_size=validation_size), run=run)
     result, figures = audit_data(split, threshold, model, str(run) if run is not None else None, precision, tta)
     folder = Path(out) if out else (Path(run) / "audit" if run is not None else Path(f"audit-{Path(config.data).name}"))
-    return result, write_audit(folder, result, figures)
+    return result, write_audit(folder, result, figures, overwrite=out is None or force)

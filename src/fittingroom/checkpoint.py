@@ -5,7 +5,10 @@ optimizer moments, random-number-generator states, callback tensors) and, in
 the file's own metadata, the JSON of everything else (completed epochs,
 history, learning-rate factor, optimizer hyperparameters, callback state).
 One file written atomically means a checkpoint is always whole: a run killed
-at any moment resumes from its last complete epoch.
+at any moment resumes from its last complete epoch. The file is serialized in
+memory and written by :mod:`fittingroom.fsutil` (safetensors' own writer reports
+a full disk as a ``SafetensorError``), so a failed write is the same one-line
+error as for any other file and the previous checkpoint is kept.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .errors import RunError
-from .fsutil import atomic_write
+from .fsutil import write_bytes
 
 FORMAT = "fittingroom-checkpoint/1"
 META_KEY = "fittingroom"
@@ -57,7 +60,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, dict[str, torch.
     for group, items in tensors.items():
         flat.update(_flatten(f"{group}/", items))
     metadata = {META_KEY: json.dumps({"format": FORMAT, **meta})}
-    return atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=metadata))
+    return write_bytes(path, save(flat, metadata=metadata))
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:

@@ -36,10 +36,10 @@ from torch import nn
 from .errors import RunError
 from .explain import examples_per_class, occlusion, saliency
 from .figures import confusion_png, reliability_png
-from .fsutil import write_bytes, write_json, write_text
+from .fsutil import make_folder, write_bytes, write_json, write_text
 from .gallery import explanations_png, grid_png
 from .metrics import classification_metrics, per_example_loss
-from .runview import read_json, read_run_json
+from .runview import read_json, run_precision
 
 EVALUATION_DIR = "evaluation"
 # metrics.json key -> key of evaluation["overall"]
@@ -112,8 +112,7 @@ def _csv(rows: list[list[Any]]) -> str:
 def write_evaluation(run: str | os.PathLike, evaluation: Evaluation) -> Path:
     """Write ``RUN/evaluation/`` and add the new figures to ``RUN/metrics.json`` (if the run has one)."""
     run = Path(run)
-    folder = run / EVALUATION_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(run / EVALUATION_DIR)  # a read-only run folder is a one-line error
     result = evaluation.result
     classes = [row["class"] for row in result["per_class"]]
     write_text(folder / "per_class.csv", _csv(
@@ -145,7 +144,7 @@ def evaluate_run(run: str | os.PathLike, data_dir: str | None = None, device: st
     dev = resolve_device(device)
     module, info = load_module(run, dev)
     x_test, y_test = run_test_set(run, data_dir)
-    precision = read_run_json(run, "metrics.json").get("precision", "fp32")  # as the run evaluated itself
+    precision = run_precision(run)  # as the run evaluated itself
     tta = bool(info.get("tta", False))
     logp = predict_logits(module, x_test, device=dev, precision=precision, tta=tta)
     evaluation = evaluate_predictions(module, x_test, y_test, list(info["classes"]), logp, tta,

@@ -32,6 +32,7 @@ from . import __version__
 from .errors import ConfigError, RunError
 
 TOLERANCE = 1e-4  # largest allowed |onnxruntime - PyTorch| on any probability
+MIN_OPSET = 17  # older ones: the torch.onnx (dynamo) exporter cannot convert down and silently writes 18
 
 
 class ExportError(RunError):
@@ -117,27 +118,38 @@ def check_onnx(data: bytes, module: nn.Module, info: dict, images: np.ndarray, t
     return diff
 
 
+def _check_arguments(n_check: int, opset: int | None, images) -> None:
+    """Refuse a check of no images or an opset the installed onnx does not know, before any work."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if images is None and (isinstance(n_check, bool) or not isinstance(n_check, int) or n_check < 1):
+        raise ExportError(f"--check must be a positive number of test images; received {n_check!r}")
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest):
+        raise ExportError(f"--opset must be from {MIN_OPSET} to {newest} (the installed onnx's newest); received {opset!r}")
+
+
 def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, data_dir: str | None = None,
                 images: np.ndarray | None = None, n_check: int = 1000, opset: int | None = None,
-                tolerance: float = TOLERANCE) -> ExportResult:
+                tolerance: float = TOLERANCE, force: bool = False) -> ExportResult:
     """Export a run's model to ONNX (default ``RUN/model.onnx``), checked on ``n_check`` test images.
 
     Args:
         run: a run or model folder.
-        out: the file to write.
+        out: the file to write; an existing file is replaced only with ``force``. The default
+            ``RUN/model.onnx`` belongs to the run and is replaced by each export.
         data_dir: where the run's dataset is (for the test images).
         images: uint8 (N, H, W) images to check on instead of the test set.
     """
     from .artifacts import load_module
-    from .fsutil import write_bytes
+    from .fsutil import check_output, write_bytes
 
     t0 = time.perf_counter()
+    _check_arguments(n_check, opset, images)
+    if out is not None:
+        out = check_output(out, force)  # before the minutes of work an export takes
     module, info = load_module(run)
-    out = Path(out) if out else Path(run) / "model.onnx"
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; pass a file name such as {out / 'model.onnx'}")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
+    path = Path(out) if out is not None else Path(run) / "model.onnx"
     if images is None:
         from .pipeline import run_test_set
 
@@ -145,5 +157,5 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, da
         images = x_test[:n_check]
     data = to_onnx(module, info, opset)
     diff = check_onnx(data, module, info, np.asarray(images), tolerance)
-    write_bytes(out, data)
-    return ExportResult(out, diff, len(images), time.perf_counter() - t0, len(data))
+    write_bytes(path, data, overwrite=force or out is None)
+    return ExportResult(path, diff, len(images), time.perf_counter() - t0, len(data))

@@ -82,12 +82,15 @@ def build_report(run: str | os.PathLike) -> str:
         figures={name: data_uri(view.file(f"evaluation/{name}.png")) for name in EVALUATION_FIGURES},
         audit=view.audit,
         audit_figures={name: data_uri(view.file(f"audit/{name}.png")) for name in AUDIT_FIGURES},
-        manifest=run_manifest(view.info, view.metrics),
+        manifest=run_manifest(view.info, view.metrics, view.path),
         generated=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     )
 
 
-def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Write the report (default ``RUN/report.html``) and return its path."""
+def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """Write the report and return its path: ``RUN/report.html`` (the run's own, replaced each time), or
+    ``out``, which must not exist yet unless ``force``."""
     html = build_report(run)
-    return write_text(Path(out) if out else Path(run) / "report.html", html)
+    if out is None:
+        return write_text(Path(run) / "report.html", html)
+    return write_text(out, html, overwrite=force)

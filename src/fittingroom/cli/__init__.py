@@ -3,8 +3,10 @@
 Each subcommand lives in its own module with a ``register(subparsers)`` that
 adds its parser and sets ``func`` to the function that runs it. A user's
 mistake (any :class:`~fittingroom.errors.FittingroomError`) prints one line,
-``error: ...``, on stderr and exits with status 1; argparse's own usage errors
-exit with 2.
+``error: ...``, on stderr and exits with status 1; a usage error (an unknown flag, a value
+of the wrong type) prints one line too, naming the ``--help`` to read, and exits with 2. So does an ``OSError`` that names a file (a full disk, a folder
+that is not writable): that is the user's environment, not a bug. Any other
+exception keeps its traceback.
 """
 
 from __future__ import annotations
@@ -19,8 +21,15 @@ from . import data, predict, report, runs, serve, train, tune
 COMMANDS = (train, predict, report, serve, data, tune, runs)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line: ``error: <what>; see `fittingroom train --help```."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fittingroom",
         description="Train, evaluate, explain and serve neural-network classifiers for small images.",
     )
@@ -45,3 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `fittingroom ... | head`
         return 0
+    except OSError as exc:
+        if exc.errno is None or exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror}; check the path, its folder's permissions and the free "
+              "disk space", file=sys.stderr)
+        return 1

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..engine import ENGINES
-    from ..fsutil import write_text
+    from ..fsutil import check_output, is_special, write_text
     from ..predict import IMAGE_SUFFIXES, Predictor, records_csv
 
     if not args.inputs and not args.test_index:
@@ -21,8 +21,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be a positive integer; received {args.top_k}")
     if args.engine not in ENGINES:
         raise ConfigError(f"unknown engine {args.engine!r}; valid engines: {', '.join(ENGINES)}")
-    if args.csv and args.csv != "-" and not Path(args.csv).parent.is_dir():
-        raise ConfigError(f"--csv {args.csv}: the folder {Path(args.csv).parent} does not exist")
+    if args.csv and args.csv != "-":
+        check_output(args.csv, args.force, "--csv")  # before any work
     predictor = Predictor(args.run, engine=args.engine, onnx_path=args.onnx)
     records = []
     if args.test_index:
@@ -43,11 +43,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     as_csv = args.csv or (not args.json and any(Path(p).is_dir() for p in args.inputs))  # a folder gives a CSV
     if args.json:
-        print(json.dumps(records, indent=2))
+        print(json.dumps(records, indent=2, allow_nan=False))  # never a bare NaN: the engine refuses one
     elif as_csv and args.csv not in (None, "-"):
-        write_text(args.csv, records_csv(records))
+        write_text(args.csv, records_csv(records), overwrite=args.force)
         ok = sum("label" in r for r in records)
-        print(f"{ok} predictions, {len(records) - ok} errors -> {args.csv}")
+        print(f"{ok} predictions, {len(records) - ok} errors -> {args.csv}",
+              file=sys.stderr if is_special(args.csv) else sys.stdout)  # `--csv /dev/stdout` prints the CSV alone
     elif as_csv:
         sys.stdout.write(records_csv(records))
     else:
@@ -73,7 +74,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify photos, folders of photos, or test-set entries with a trained run",
-                       description="Photos of any size (PNG, JPEG, WebP, BMP, GIF) are preprocessed as the run's "
+                       description="Photos of any size (PNG, JPEG, WebP, BMP, GIF, TIFF) are preprocessed as the run's "
                                    "model.json says: grey, background inverted when light, cropped, resized.")
     p.add_argument("run", help="run (or model) folder")
     p.add_argument("inputs", nargs="*", help="image files or folders of images (a folder gives a CSV)")
@@ -81,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=3, help="how many classes to list per image (default 3)")
     p.add_argument("--json", action="store_true", help="print a JSON array, one object per input")
     p.add_argument("--csv", nargs="?", const="-", metavar="FILE",
-                   help="CSV, one row per input, to FILE (or stdout without FILE)")
+                   help="CSV, one row per input, to FILE (or stdout without FILE or with -)")
+    p.add_argument("--force", action="store_true", help="overwrite --csv FILE if it exists")
     add_engine_arguments(p)
     p.add_argument("--data-dir", help="where the dataset is, for --test-index")
     p.set_defaults(func=cmd_predict)

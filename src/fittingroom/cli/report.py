@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from ..errors import ConfigError
+FORCE_HELP = "overwrite --out if it exists"
+COMPARE_PNG = "compare.png"
 
 
-def _output(path: str | None, flag: str = "--out") -> Path | None:
-    """An output file whose folder exists (checked before any work is done)."""
-    if path is None:
-        return None
-    if not Path(path).resolve().parent.is_dir():
-        raise ConfigError(f"{flag} {path}: the folder {Path(path).parent} does not exist; create it or choose another path")
-    return Path(path)
+def _output(path: str | None, force: bool) -> Path | None:
+    """A file the user named with --out, checked before any work is done (its folder exists; it does
+    not exist yet, unless --force)."""
+    from ..fsutil import check_output
+
+    return None if path is None else check_output(path, force)
 
 
 def _refresh_report(run: str) -> Path | None:
@@ -55,15 +56,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ..evaluation import EVALUATION_DIR, evaluate_run
+    from ..fsutil import is_special
     from ..report import write_report
 
-    out = _output(args.out)
+    out = _output(args.out, args.force)
     if not (Path(args.run) / EVALUATION_DIR / "evaluation.json").is_file():
         from ..artifacts import read_model_info
 
         read_model_info(args.run)  # a clear error for a folder that is not a run, before loading any data
         evaluate_run(args.run, args.data_dir)
-    print(f"Wrote {write_report(args.run, out)}")
+    path = write_report(args.run, out, force=args.force)
+    print(f"Wrote {path}", file=sys.stderr if is_special(path) else sys.stdout)  # `--out /dev/stdout` prints the page alone
     return 0
 
 
@@ -72,10 +75,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..figures import compare_curves_png
     from ..fsutil import write_bytes
 
-    out = _output(args.out)
+    out = _output(args.out, args.force) or Path(COMPARE_PNG)
     rows = compare_runs(args.runs)
     histories = {row["run"]: row["history"] for row in rows}
-    write_bytes(out, compare_curves_png(histories))
+    # the default file is compare's own, redrawn each time; a named one is overwritten only with --force
+    write_bytes(out, compare_curves_png(histories), overwrite=args.force or args.out is None)
     if args.json:
         print(json.dumps({"runs": [{k: v for k, v in row.items() if k != "history"} for row in rows],
                           "picture": str(out)}, indent=2))
@@ -91,7 +95,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from ..audit import audit
 
-    result, folder = audit(args.dataset, args.data_dir, args.run, args.out, args.threshold, args.validation_size)
+    result, folder = audit(args.dataset, args.data_dir, args.run, args.out, args.threshold, args.validation_size,
+                           force=args.force)
     report = _refresh_report(args.run) if args.run else None
     if args.json:
         print(json.dumps({**result, "folder": str(folder)}, indent=2))
@@ -124,6 +129,7 @@ def add_audit_parser(dsub: argparse._SubParsersAction, common) -> None:
     q.add_argument("--run", help="a trained run: audit its data, list the training images its model most disagrees "
                                  "with, and write RUN/audit/ (shown in the run's report)")
     q.add_argument("--out", metavar="DIR", help="folder to write (default: RUN/audit, else audit-<dataset>)")
+    q.add_argument("--force", action="store_true", help="overwrite the audit files in --out if it holds an audit")
     q.add_argument("--threshold", type=float, default=0.99,
                    help="centred cosine similarity from which two images are near duplicates (default 0.99)")
     q.add_argument("--validation-size", type=int, help="training images held out for validation (default: the run's, else 5000)")
@@ -143,11 +149,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("report", help="write RUN/report.html, a self-contained page about the run")
     r.add_argument("run", help="run (or model) folder")
     r.add_argument("--out", metavar="FILE", help="where to write the page (default RUN/report.html)")
+    r.add_argument("--force", action="store_true", help=FORCE_HELP)
     r.add_argument("--data-dir", help="where the dataset is (to evaluate a run that has not been evaluated)")
     r.set_defaults(func=cmd_report)
 
     c = sub.add_parser("compare", help="runs side by side: key figures and learning curves")
     c.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
-    c.add_argument("--out", metavar="PNG", default="compare.png", help="the overlaid learning curves (default compare.png)")
+    c.add_argument("--out", metavar="PNG", help=f"the overlaid learning curves (default {COMPARE_PNG}, redrawn each time)")
+    c.add_argument("--force", action="store_true", help=FORCE_HELP)
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_compare)
