@@ -39,6 +39,7 @@ setup-test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 # The tutorial's own Keras code against the seed preset, same epochs, same machine (see README).
 bench-keras: setup

@@ -56,8 +56,8 @@ def write_photos(images: np.ndarray, folder: Path, seed: int = 0) -> list[Path]:
 def photo_accuracy(run: str, n: int = 1000, engine: str = "torch", data_dir: str | None = None,
                    seed: int = 0) -> dict:
     """Accuracy on the first ``n`` test arrays and on photo-like images made from them."""
-    from fittingroom.pipeline import run_test_set
-    from fittingroom.predict import Predictor
+    from fittingroom.inference.predictor import Predictor
+    from fittingroom.runfolder.data import run_test_set
 
     predictor = Predictor(run, engine=engine)
     x_test, y_test = run_test_set(run, data_dir)

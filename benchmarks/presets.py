@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from fittingroom import TrainConfig, train_run
-from fittingroom.pipeline import load_data
+from fittingroom.runfolder.data import load_data
 
 # preset -> (minimum mean test accuracy, maximum mean training seconds or None)
 GOALS = {

@@ -41,7 +41,7 @@ def test_photo(run: str, side: int, data_dir: str | None = None) -> bytes:
     sys.path.insert(0, str(Path(__file__).parent))
     from photo_accuracy import photo_like
 
-    from fittingroom.pipeline import run_test_set
+    from fittingroom.runfolder.data import run_test_set
 
     x_test, _ = run_test_set(run, data_dir)
     photo = photo_like(x_test[0], np.random.default_rng(0))

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 import fittingroom
-from fittingroom.callbacks import ProgressLogger
-from fittingroom.device import resolve_device
-from fittingroom.evaluate import evaluate, predict_proba
-from fittingroom.pipeline import model_info
-from fittingroom.plots import save_learning_curves
-from fittingroom.train import Trainer, seed_everything
+from fittingroom.core.device import resolve_device
+from fittingroom.figures.curves import save_learning_curves
+from fittingroom.inference.forward import evaluate, predict_proba
+from fittingroom.training.callbacks import ProgressLogger
+from fittingroom.training.loop import Trainer, seed_everything
+from fittingroom.training.run import model_info
 
 DATA = os.environ.get("FITTINGROOM_TUTORIAL_DATA", "fashion-mnist")  # a dataset name or a folder of IDX files
 EPOCHS = int(os.environ.get("FITTINGROOM_TUTORIAL_EPOCHS", "30"))  # the tutorial trains for 30 epochs

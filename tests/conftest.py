@@ -58,7 +58,7 @@ def tiny_onnx_run(tiny_run, tmp_path_factory) -> Path:
     """A copy of ``tiny_run`` with its exported ``model.onnx`` (for the onnx engine)."""
     import shutil
 
-    from fittingroom.export import export_onnx
+    from fittingroom.inference.export import export_onnx
 
     run = tmp_path_factory.mktemp("tiny-onnx") / "run"
     shutil.copytree(tiny_run, run)

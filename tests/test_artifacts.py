@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from fittingroom import load_model
-from fittingroom.artifacts import RunPaths, read_model_info
-from fittingroom.errors import RunError
+from fittingroom.core.errors import RunError
+from fittingroom.inference.saved import read_model_info
+from fittingroom.runfolder.paths import RunPaths
 
 
 def test_run_folder_holds_every_file(tiny_run):

@@ -7,10 +7,17 @@ import pytest
 from PIL import Image
 
 from conftest import CLASSES, make_images, write_idx_dataset
-from fittingroom.artifacts import load_module
-from fittingroom.audit import audit, audit_data, embed, exact_duplicates, mislabelled_candidates, near_duplicates
 from fittingroom.cli import main
 from fittingroom.data import SplitData, load_dataset, split_validation, write_idx
+from fittingroom.evaluation.audit import (
+    audit,
+    audit_data,
+    embed,
+    exact_duplicates,
+    mislabelled_candidates,
+    near_duplicates,
+)
+from fittingroom.inference.saved import load_module
 
 
 def planted(seed: int = 0):

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from fittingroom import TrainConfig, load_model, train_run
-from fittingroom.callbacks import Callback, ModelCheckpoint
-from fittingroom.errors import ConfigError
+from fittingroom.core.errors import ConfigError
+from fittingroom.training.callbacks import Callback, ModelCheckpoint
 
 
 def _config(data_dir, **changes):

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from fittingroom.cli import main
-from fittingroom.compare import compare_runs, format_table, text_chart
-from fittingroom.figures import compare_curves_png
+from fittingroom.evaluation.compare import compare_runs, format_table, text_chart
+from fittingroom.figures.evaluation import compare_curves_png
 
 
 @pytest.fixture

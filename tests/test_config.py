@@ -3,7 +3,7 @@ import json
 import pytest
 
 from fittingroom import PRESETS, TrainConfig
-from fittingroom.errors import ConfigError
+from fittingroom.core.errors import ConfigError
 
 
 def test_seed_preset_is_the_tutorial():

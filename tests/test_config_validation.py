@@ -10,9 +10,9 @@ import pytest
 
 from fittingroom import TrainConfig
 from fittingroom.cli import main
-from fittingroom.config import MAX_SEED, MAX_THREADS
-from fittingroom.errors import ConfigError
-from fittingroom.train import Trainer, seed_everything
+from fittingroom.config.train_config import MAX_SEED, MAX_THREADS
+from fittingroom.core.errors import ConfigError
+from fittingroom.training.loop import Trainer, seed_everything
 
 HINTS = get_type_hints(TrainConfig)
 FLOAT_FIELDS = [f.name for f in fields(TrainConfig) if "float" in str(HINTS[f.name])]
@@ -137,7 +137,7 @@ def test_cli_tune_with_an_unusable_storage_is_one_line_and_leaves_no_study(tiny_
     ({"type": "categorical", "choices": [0.1, math.nan]}, "`choices` must be a non-empty list of (finite) numbers"),
 ])
 def test_a_search_space_with_non_finite_numbers_is_refused(spec, message):
-    from fittingroom.search_space import parse_space
+    from fittingroom.tuning.space import parse_space
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_space({"lr": spec})

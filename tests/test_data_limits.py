@@ -18,12 +18,12 @@ from PIL import Image
 from conftest import make_images, write_idx_dataset
 from fittingroom import TrainConfig, train_run
 from fittingroom.cli import main
+from fittingroom.core.errors import DataError
 from fittingroom.data import datasets as ds
 from fittingroom.data import download, open_data
 from fittingroom.data.folder import ImageFiles, decode_all, read_pixel_csv
 from fittingroom.data.idx import parse_idx, read_idx, write_idx
 from fittingroom.data.splits import FolderOptions
-from fittingroom.errors import DataError
 from test_datasets import spec_for
 from test_folder import write_class_folders, write_csv
 

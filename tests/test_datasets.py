@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import write_idx_dataset
+from fittingroom.core.errors import ConfigError, DataError
 from fittingroom.data import datasets as ds
 from fittingroom.data import open_data
 from fittingroom.data.download import download_dataset
 from fittingroom.data.idx import encode_idx, write_idx
-from fittingroom.errors import ConfigError, DataError
 
 
 def spec_for(folder: Path, name: str = "tiny") -> ds.DatasetSpec:

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fittingroom import TrainConfig, load_model, train_run
-from fittingroom.distill import distillation_loss
-from fittingroom.errors import ConfigError
+from fittingroom.core.errors import ConfigError
+from fittingroom.training.distill import distillation_loss
 
 
 def test_loss_is_zero_when_the_student_matches_the_teacher():

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from fittingroom import TrainConfig, load_model, train_run
-from fittingroom import train as train_module
-from fittingroom.callbacks import Callback, NonFiniteLoss
 from fittingroom.cli import main
-from fittingroom.errors import ConfigError, RunError
-from fittingroom.train import TrainingInterrupted, checkpoint_meta
+from fittingroom.core.errors import ConfigError, RunError
+from fittingroom.training import loop as train_module
+from fittingroom.training.callbacks import Callback, NonFiniteLoss
+from fittingroom.training.loop import TrainingInterrupted, checkpoint_meta
 from helpers import write_idx_dataset
 
 
@@ -175,7 +175,7 @@ def test_a_hand_broken_config_is_one_line(finished, capsys):
 def test_a_checkpoint_without_its_config_that_does_not_fit_is_one_line(tiny_data, tmp_path):
     from fittingroom.data import open_data
     from fittingroom.models import create_model
-    from fittingroom.train import Trainer
+    from fittingroom.training.loop import Trainer
 
     data = open_data(str(tiny_data), validation_size=40)
 
@@ -217,7 +217,7 @@ def test_a_teacher_for_other_classes_is_refused_before_the_run_folder_exists(tin
 
 
 def test_a_library_resume_with_a_changed_setting_is_refused(finished):
-    from fittingroom.pipeline import read_run_config
+    from fittingroom.training.run import read_run_config
 
     with pytest.raises(ConfigError, match="cannot change optimizer"):
         train_run(read_run_config(finished).replace(optimizer="adam"), resume=finished, verbose=False)

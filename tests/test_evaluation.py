@@ -9,14 +9,14 @@ from PIL import Image
 
 from conftest import CLASSES, make_images
 from fittingroom import TrainConfig, train_run
-from fittingroom.artifacts import load_module
 from fittingroom.cli import main
 from fittingroom.data.splits import load_arrays
-from fittingroom.evaluate import predict_logits
-from fittingroom.evaluation import METRICS_KEYS, caption, evaluate_run
-from fittingroom.figures import confusion_png, reliability_png
-from fittingroom.gallery import grid_layout, grid_png
-from fittingroom.metrics import calibration
+from fittingroom.evaluation.metrics import calibration
+from fittingroom.evaluation.test_set import METRICS_KEYS, caption, evaluate_run
+from fittingroom.figures.evaluation import confusion_png, reliability_png
+from fittingroom.figures.gallery import grid_layout, grid_png
+from fittingroom.inference.forward import predict_logits
+from fittingroom.inference.saved import load_module
 
 
 def decode(png: bytes) -> np.ndarray:
@@ -189,7 +189,7 @@ def test_evaluate_a_run_whose_data_is_gone(run_copy, tmp_path, capsys):
 
 def test_evaluation_of_images_decoded_on_demand(tiny_run, tmp_path):
     from fittingroom.data.folder import ImageFiles
-    from fittingroom.evaluation import evaluate_predictions
+    from fittingroom.evaluation.test_set import evaluate_predictions
 
     images, labels = make_images(12, seed=4)
     paths = []

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from conftest import make_images
-from fittingroom.artifacts import load_module
-from fittingroom.explain import examples_per_class, occlusion, patch_masks, saliency
+from fittingroom.evaluation.explain import examples_per_class, occlusion, patch_masks, saliency
+from fittingroom.inference.saved import load_module
 from fittingroom.models import create_model, list_models
 
 

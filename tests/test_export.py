@@ -7,9 +7,9 @@ import pytest
 
 from fittingroom import create_model, list_models
 from fittingroom.cli import main
-from fittingroom.export import ExportError, check_onnx, export_onnx, to_onnx
-from fittingroom.pipeline import run_test_set
-from fittingroom.predict import Predictor
+from fittingroom.inference.export import ExportError, check_onnx, export_onnx, to_onnx
+from fittingroom.inference.predictor import Predictor
+from fittingroom.runfolder.data import run_test_set
 
 
 def test_export_writes_a_checked_model_with_a_dynamic_batch_and_metadata(tiny_run, tmp_path):
@@ -49,7 +49,7 @@ def test_a_model_onnx_from_other_weights_is_refused(tiny_onnx_run, tmp_path):
 
 
 def test_a_mismatching_export_fails_and_writes_nothing(tiny_run, tmp_path, monkeypatch):
-    import fittingroom.export as export
+    import fittingroom.inference.export as export
 
     def other_weights(module, info, opset=None):  # an exporter that got the weights wrong
         return to_onnx(create_model(info["model"], **info["model_args"]), info, opset)

@@ -13,8 +13,9 @@ import torch
 from safetensors import safe_open
 
 from conftest import write_idx_dataset
-from fittingroom import TrainConfig, fsutil, load_model, train_run
-from fittingroom.errors import RunError
+from fittingroom import TrainConfig, load_model, train_run
+from fittingroom.core import files as fsutil
+from fittingroom.core.errors import RunError
 
 EPOCHS = 4
 

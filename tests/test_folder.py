@@ -5,10 +5,10 @@ from PIL import Image
 
 from conftest import make_images
 from fittingroom import TrainConfig, load_model, train_run
+from fittingroom.core.errors import DataError
 from fittingroom.data import open_data
 from fittingroom.data.folder import ImageFiles, fraction_split, read_pixel_csv
 from fittingroom.data.splits import FolderOptions
-from fittingroom.errors import DataError
 
 CLASSES = ["boot", "coat", "dress", "hat"]
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from fittingroom import create_model
-from fittingroom.fused import FusedMLPStep, plain_mlp_layers, why_not_fused
+from fittingroom.training.fused import FusedMLPStep, plain_mlp_layers, why_not_fused
 from test_train import make_trainer, tiny_config, weights
 
 
@@ -88,7 +88,7 @@ def test_a_fused_run_matches_the_general_loop(tiny_data):
 
 
 def test_batch_callbacks_see_the_running_loss_and_accuracy(tiny_data):
-    from fittingroom.callbacks import Callback
+    from fittingroom.training.callbacks import Callback
 
     seen = []
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fittingroom.cli import main
-from fittingroom.config import TrainConfig
+from fittingroom.config.train_config import TrainConfig
 from helpers import make_images, write_idx_dataset
 
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

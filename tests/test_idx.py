@@ -3,8 +3,8 @@ import gzip
 import numpy as np
 import pytest
 
+from fittingroom.core.errors import DataError
 from fittingroom.data.idx import encode_idx, parse_idx, read_idx, write_idx
-from fittingroom.errors import DataError
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from fittingroom.core.errors import DataError
 from fittingroom.data.idx import IDX_DTYPES, encode_idx, parse_idx, read_idx
-from fittingroom.errors import DataError
 
 DTYPES = [d.newbyteorder("=") for d in IDX_DTYPES.values()]
 

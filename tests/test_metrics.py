@@ -3,16 +3,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fittingroom.metrics import (
+from fittingroom.evaluation.metrics import (
     calibration,
     classification_metrics,
     confusion_matrix,
     most_confused,
     per_class_scores,
     per_example_loss,
-    row_normalise,
     top_k_accuracy,
 )
+from fittingroom.figures.evaluation import row_normalise
 
 LABELS = np.array([0, 0, 1, 1, 2, 2])
 PREDICTED = np.array([0, 1, 1, 1, 2, 0])

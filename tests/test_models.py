@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fittingroom import count_params, create_model, list_models
-from fittingroom.errors import ConfigError
+from fittingroom.core.errors import ConfigError
 from fittingroom.models import model_defaults
 
 

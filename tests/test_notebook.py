@@ -13,7 +13,7 @@ import pytest
 from nbclient import NotebookClient
 
 from conftest import write_idx_dataset
-from fittingroom.callbacks import ProgressLogger
+from fittingroom.training.callbacks import ProgressLogger
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOTEBOOK = EXAMPLES / "tutorial.ipynb"

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from fittingroom import fsutil
-from fittingroom import pipeline as pipeline_module
-from fittingroom.artifacts import RunPaths
-from fittingroom.checkpoint import load_checkpoint, save_checkpoint
 from fittingroom.cli import main
-from fittingroom.config import TrainConfig
-from fittingroom.errors import ConfigError, RunError
-from fittingroom.pipeline import create_run_folder
+from fittingroom.config.train_config import TrainConfig
+from fittingroom.core import files as fsutil
+from fittingroom.core.errors import ConfigError, RunError
+from fittingroom.runfolder.paths import RunPaths
+from fittingroom.training import run as pipeline_module
+from fittingroom.training.checkpoint import load_checkpoint, save_checkpoint
+from fittingroom.training.run import create_run_folder
 
 needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
 needs_dev_null = pytest.mark.skipif(not os.path.exists("/dev/null"), reason="no /dev/null on this system")
@@ -400,7 +400,7 @@ def test_cli_audit_out_refuses_a_folder_holding_an_audit_without_force(tiny_data
 
 
 def test_cli_export_out_refuses_an_existing_file_before_any_work(tiny_run, tmp_path, capsys, monkeypatch):
-    from fittingroom import export
+    from fittingroom.inference import export
 
     target = tmp_path / "model.onnx"
     target.write_bytes(b"mine")

@@ -10,8 +10,8 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from fittingroom.pipeline import run_test_set
-from fittingroom.predict import Predictor
+from fittingroom.inference.predictor import Predictor
+from fittingroom.runfolder.data import run_test_set
 from fittingroom.serve import create_app
 
 CHROMIUM = "/usr/bin/chromium"

@@ -10,8 +10,8 @@ from PIL import Image
 
 from fittingroom import load_model
 from fittingroom.cli import main
-from fittingroom.pipeline import run_test_set
-from fittingroom.predict import Predictor, expand_inputs, prediction_record, records_csv
+from fittingroom.inference.predictor import Predictor, expand_inputs, prediction_record, records_csv
+from fittingroom.runfolder.data import run_test_set
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from conftest import bomb_png
-from fittingroom.errors import ImageError
-from fittingroom.preprocess import ImageTooLarge, Preprocessing, load_image, open_image, prepare
+from fittingroom.core.errors import ImageError
+from fittingroom.data.preprocess import ImageTooLarge, Preprocessing, load_image, open_image, prepare
 
 
 def garment(h: int = 28, w: int = 28) -> np.ndarray:

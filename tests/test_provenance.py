@@ -11,12 +11,12 @@ import pytest
 from conftest import make_images, write_idx_dataset
 from fittingroom import TrainConfig, train_run
 from fittingroom.cli import main
+from fittingroom.core.errors import DataError
 from fittingroom.data import datasets as ds
 from fittingroom.data.provenance import RECORD, read_record
-from fittingroom.errors import DataError
-from fittingroom.evaluation import evaluate_run
-from fittingroom.manifest import dataset_checksums
-from fittingroom.pipeline import load_data, run_test_set
+from fittingroom.evaluation.manifest import dataset_checksums
+from fittingroom.evaluation.test_set import evaluate_run
+from fittingroom.runfolder.data import load_data, run_test_set
 from test_datasets import spec_for
 from test_folder import write_class_folders, write_csv
 

@@ -9,8 +9,8 @@ import pytest
 from fittingroom import TrainConfig, train_run
 from fittingroom.cli import main
 from fittingroom.data import get_spec
-from fittingroom.manifest import dataset_checksums, source_commit
-from fittingroom.report import build_report, write_report
+from fittingroom.evaluation.manifest import dataset_checksums, source_commit
+from fittingroom.evaluation.report import build_report, write_report
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]

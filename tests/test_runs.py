@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from fittingroom.cli import main
-from fittingroom.errors import ConfigError, RunError
-from fittingroom.runs import find_runs, format_table, list_runs
+from fittingroom.core.errors import ConfigError, RunError
+from fittingroom.runfolder.listing import find_runs, format_table, list_runs
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import bomb_png
-from fittingroom.errors import ImageError
-from fittingroom.pipeline import run_test_set
-from fittingroom.predict import Predictor
+from fittingroom.core.errors import ImageError
+from fittingroom.inference.predictor import Predictor
+from fittingroom.runfolder.data import run_test_set
 from fittingroom.serve import Limits, create_app
 from fittingroom.serve.batching import MicroBatcher
 

@@ -17,9 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from fittingroom.errors import ConfigError, ImageError
-from fittingroom.predict import Predictor, printable
-from fittingroom.preprocess import DECODE_FORMATS, UnsupportedFormat, open_image
+from fittingroom.core.errors import ConfigError, ImageError
+from fittingroom.data.preprocess import DECODE_FORMATS, UnsupportedFormat, open_image
+from fittingroom.inference.predictor import Predictor, printable
 from fittingroom.serve import Limits, create_app
 from fittingroom.serve.app import _query
 from fittingroom.serve.batching import MicroBatcher

@@ -1,5 +1,5 @@
 from fittingroom import create_model, model_summary
-from fittingroom.summary import snake_case
+from fittingroom.models.summary import snake_case
 
 # The table the tutorial prints for its model (Keras 2), with our model name.
 TUTORIAL_SUMMARY = """\

@@ -11,17 +11,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fittingroom import load_model
-from fittingroom.artifacts import read_model_info, save_model
 from fittingroom.cli import main
-from fittingroom.compare import compare_runs, format_table, text_chart
-from fittingroom.errors import RunError
+from fittingroom.core.errors import RunError
+from fittingroom.data.preprocess import Preprocessing
+from fittingroom.evaluation.compare import compare_runs, format_table, text_chart
+from fittingroom.evaluation.run_view import load_run
+from fittingroom.inference.predictor import Predictor
+from fittingroom.inference.saved import read_model_info, save_model
+from fittingroom.inference.unsure import reasons, rules_from_info
 from fittingroom.models import create_model
-from fittingroom.predict import Predictor
-from fittingroom.preprocess import Preprocessing
-from fittingroom.runs import format_table as runs_table
-from fittingroom.runs import list_runs
-from fittingroom.runview import load_run, read_history, read_json, read_run_json
-from fittingroom.unsure import reasons, rules_from_info
+from fittingroom.runfolder.files import read_history, read_json, read_run_json
+from fittingroom.runfolder.listing import format_table as runs_table
+from fittingroom.runfolder.listing import list_runs
 
 
 @pytest.fixture
@@ -46,16 +47,16 @@ def one_line(exc_info) -> str:
 
 
 def test_oversized_model_args_are_refused_before_the_network_takes_memory(run, monkeypatch):
-    import fittingroom.models
+    import fittingroom.models.registry
 
     built_on = []
-    real = fittingroom.models.create_model
+    real = fittingroom.models.registry.create_model
 
     def spy(name, **kwargs):
         built_on.append(torch.empty(0).device.type)  # the default device at the time: "meta" costs no memory
         return real(name, **kwargs)
 
-    monkeypatch.setattr(fittingroom.models, "create_model", spy)
+    monkeypatch.setattr(fittingroom.models.registry, "create_model", spy)
     edit_model_json(run, lambda info: info["model_args"].update(hidden=[1_000_000]))
     with pytest.raises(RunError, match=r"model.safetensors: the weights do not fit model 'mlp'.*1000000") as exc:
         load_model(run)
@@ -316,7 +317,7 @@ def test_compare_and_report_show_damaged_figures_as_missing(tiny_run, tmp_path, 
     view = load_run(bad)
     assert "train_seconds" not in view.metrics and view.metrics["test_loss"] > 0
 
-    from fittingroom.report import build_report
+    from fittingroom.evaluation.report import build_report
 
     assert "<html" in build_report(bad)
 

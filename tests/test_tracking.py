@@ -13,10 +13,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fittingroom import TrainConfig, train_run
-from fittingroom.callbacks import Callback
 from fittingroom.cli import main
-from fittingroom.errors import ConfigError
-from fittingroom.train import TrainingInterrupted
+from fittingroom.core.errors import ConfigError
+from fittingroom.training.callbacks import Callback
+from fittingroom.training.loop import TrainingInterrupted
 
 
 @pytest.fixture

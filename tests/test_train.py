@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from fittingroom import TrainConfig, create_model
-from fittingroom.augment import erase, flip, translate
-from fittingroom.callbacks import Callback, EarlyStopping, NonFiniteLoss, TerminateOnNaN
 from fittingroom.data import open_data
-from fittingroom.optim import lr_multiplier
-from fittingroom.train import Trainer, seed_everything
+from fittingroom.data.augment import erase, flip, translate
+from fittingroom.training.callbacks import Callback, EarlyStopping, NonFiniteLoss, TerminateOnNaN
+from fittingroom.training.loop import Trainer, seed_everything
+from fittingroom.training.optim import lr_multiplier
 
 
 def tiny_config(data_dir, **changes):

@@ -9,13 +9,13 @@ import optuna
 import pytest
 
 from fittingroom import PRESETS, TrainConfig
-from fittingroom.callbacks import Callback
 from fittingroom.cli import main
-from fittingroom.errors import ConfigError
+from fittingroom.core.errors import ConfigError
 from fittingroom.models import model_defaults
-from fittingroom.search_space import apply_params, base_value, check_space, load_space, parse_space, preset_space
-from fittingroom.train import TrainingInterrupted
-from fittingroom.tune import STUDY_NAME, StudyPaths, tune
+from fittingroom.training.callbacks import Callback
+from fittingroom.training.loop import TrainingInterrupted
+from fittingroom.tuning.space import apply_params, base_value, check_space, load_space, parse_space, preset_space
+from fittingroom.tuning.study import STUDY_NAME, StudyPaths, tune
 
 SPACE = {"lr": {"type": "float", "low": 0.005, "high": 0.2, "log": True},
          "batch_size": {"type": "categorical", "choices": [16, 32]}}
@@ -145,7 +145,7 @@ def test_tune_prunes_a_bad_trial_and_marks_its_folder(base, tmp_path):
 
 
 def test_tune_continues_a_study_and_evaluates_each_winner_on_test_once(base, tmp_path, monkeypatch):
-    import fittingroom.tune as tune_module
+    import fittingroom.tuning.study as tune_module
 
     looks = []
     real_evaluate = tune_module.evaluate
@@ -190,7 +190,7 @@ def test_an_interrupted_study_is_continued_by_the_same_call(base, tmp_path):
 def test_a_trial_whose_process_died_is_marked_failed_by_the_next_run(base, tmp_path, monkeypatch):
     import time
 
-    import fittingroom.tune as tune_module
+    import fittingroom.tuning.study as tune_module
 
     monkeypatch.setattr(tune_module, "HEARTBEAT_S", 1)  # stale after more than 3 s without a heartbeat
     space = parse_space(SPACE)

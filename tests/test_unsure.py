@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fittingroom.unsure import DEFAULT_RULES, fit_rules, image_stats, reasons, rules_from_info
+from fittingroom.inference.unsure import DEFAULT_RULES, fit_rules, image_stats, reasons, rules_from_info
 
 
 def _probs(top: np.ndarray, labels: np.ndarray, classes: int = 4) -> np.ndarray:

@@ -7,22 +7,89 @@ The tutorial in five lines::
     run = fittingroom.train_run(fittingroom.TrainConfig.from_preset("seed"))
     model = fittingroom.load_model(run.path)
     model.predict(x_test[:3] / 255.0)   # array([9, 2, 1])
+
+``__all__`` is the supported surface. Importing the package is cheap: each name is imported from its
+module on first use (PEP 562), so ``fittingroom --help`` and ``import fittingroom`` do not load PyTorch.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .artifacts import Classifier, load_model, save_model  # noqa: E402
-from .config import PRESETS, TrainConfig  # noqa: E402
-from .data import list_datasets, load_dataset, open_data, read_idx, write_idx  # noqa: E402
-from .errors import FittingroomError  # noqa: E402
-from .export import export_onnx  # noqa: E402
-from .models import count_params, create_model, list_models, register_model  # noqa: E402
-from .pipeline import RunResult, train_run  # noqa: E402
-from .predict import Predictor  # noqa: E402
-from .summary import model_summary  # noqa: E402
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "Classifier", "FittingroomError", "PRESETS", "Predictor", "RunResult", "TrainConfig", "__version__", "count_params",
-    "create_model", "export_onnx", "list_datasets", "list_models", "load_dataset", "load_model", "model_summary",
-    "open_data", "read_idx", "register_model", "save_model", "train_run", "write_idx",
+from .core.version import __version__
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "Classifier": "inference.saved",
+    "load_model": "inference.saved",
+    "save_model": "inference.saved",
+    "PRESETS": "config.train_config",
+    "TrainConfig": "config.train_config",
+    "list_datasets": "data.datasets",
+    "load_dataset": "data.datasets",
+    "open_data": "data.splits",
+    "read_idx": "data.idx",
+    "write_idx": "data.idx",
+    "FittingroomError": "core.errors",
+    "export_onnx": "inference.export",
+    "count_params": "models.registry",
+    "create_model": "models.registry",
+    "list_models": "models.registry",
+    "register_model": "models.registry",
+    "RunResult": "training.run",
+    "train_run": "training.run",
+    "Predictor": "inference.predictor",
+    "model_summary": "models.summary",
+}
+
+__all__ = [  # the supported surface: every name below, and nothing else
+    "__version__",
+    "Classifier",
+    "FittingroomError",
+    "PRESETS",
+    "Predictor",
+    "RunResult",
+    "TrainConfig",
+    "count_params",
+    "create_model",
+    "export_onnx",
+    "list_datasets",
+    "list_models",
+    "load_dataset",
+    "load_model",
+    "model_summary",
+    "open_data",
+    "read_idx",
+    "register_model",
+    "save_model",
+    "train_run",
+    "write_idx",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fittingroom' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .config.train_config import PRESETS, TrainConfig
+    from .core.errors import FittingroomError
+    from .data.datasets import list_datasets, load_dataset
+    from .data.idx import read_idx, write_idx
+    from .data.splits import open_data
+    from .inference.export import export_onnx
+    from .inference.predictor import Predictor
+    from .inference.saved import Classifier, load_model, save_model
+    from .models.registry import count_params, create_model, list_models, register_model
+    from .models.summary import model_summary
+    from .training.run import RunResult, train_run

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import __version__
-from ..errors import FittingroomError
-from . import data, predict, report, runs, serve, train, tune
+from ..core.errors import FittingroomError
+from ..core.version import __version__
+from . import data, evaluate, export, models, predict, presets, runs, serve, train, tune
 
-COMMANDS = (train, predict, report, serve, data, tune, runs)
+COMMANDS = (train, models, presets, predict, evaluate, serve, export, data, tune, runs)
 
 
 class Parser(argparse.ArgumentParser):

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 
+from ..core.errors import DataError
 from ..data import datasets as ds
 from ..data.download import download_dataset
-from ..errors import DataError
-from .report import add_audit_parser
+from .evaluate import refresh_report
 
 
 def _located(args) -> tuple[ds.DatasetSpec, dict]:
@@ -64,6 +64,51 @@ def cmd_download(args: argparse.Namespace) -> int:
     for path in paths.values():
         print(f"ok  {path}")
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from ..evaluation.audit import audit
+
+    result, folder = audit(args.dataset, args.data_dir, args.run, args.out, args.threshold, args.validation_size,
+                           force=args.force)
+    report = refresh_report(args.run) if args.run else None
+    if args.json:
+        print(json.dumps({**result, "folder": str(folder)}, indent=2))
+        return 0
+    classes, balance = result["classes"], result["class_balance"]
+    width = max(len(c) for c in classes)
+    print(f"{result['dataset']}: class balance (validation = the first {result['validation_size']:,} training images)")
+    print(f"{'class':{width}s}  " + "  ".join(f"{split:>10s}" for split in balance))
+    for i, name in enumerate(classes):
+        print(f"{name:{width}s}  " + "  ".join(f"{counts[i]:>10,}" for counts in balance.values()))
+    near = result["near_duplicates"]
+    print(f"\nExact duplicates between train and test: {result['exact_duplicates']['count']:,}")
+    print(f"Near duplicates (similarity >= {near['threshold']}): {near['count']:,}, "
+          f"{near['different_labels']:,} of them with different labels")
+    for pair in near["pairs"][:5]:
+        print(f"  test #{pair['test']} ({pair['test_class']}) ~ train #{pair['train']} ({pair['train_class']}): "
+              f"{pair['similarity']:.4f}")
+    if "mislabelled" in result:
+        print("\nTraining images the model most disagrees with (index: label -> predicted, probability):")
+        for r in result["mislabelled"]["candidates"][:10]:
+            print(f"  #{r['index']} ({r['split']}): {r['class']} -> {r['predicted_class']} {r['probability']:.3f}")
+    print(f"\nWrote {folder}" + (f"; updated {report}" if report else ""))
+    return 0
+
+
+def add_audit_parser(dsub: argparse._SubParsersAction, common) -> None:
+    """``fittingroom data audit``, added to the ``data`` group by :mod:`fittingroom.cli.data`."""
+    q = dsub.add_parser("audit", help="class balance, train/test duplicates, likely mislabelled images (with --run)")
+    common(q)
+    q.add_argument("--run", help="a trained run: audit its data, list the training images its model most disagrees "
+                                 "with, and write RUN/audit/ (shown in the run's report)")
+    q.add_argument("--out", metavar="DIR", help="folder to write (default: RUN/audit, else audit-<dataset>)")
+    q.add_argument("--force", action="store_true", help="overwrite the audit files in --out if it holds an audit")
+    q.add_argument("--threshold", type=float, default=0.99,
+                   help="centred cosine similarity from which two images are near duplicates (default 0.99)")
+    q.add_argument("--validation-size", type=int, help="training images held out for validation (default: the run's, else 5000)")
+    q.add_argument("--json", action="store_true", help="print the whole audit as JSON")
+    q.set_defaults(func=cmd_audit)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

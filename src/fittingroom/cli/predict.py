@@ -7,13 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..engine import ENGINES
-    from ..fsutil import check_output, is_special, write_text
-    from ..predict import IMAGE_SUFFIXES, Predictor, records_csv
+    from ..core.files import check_output, is_special, write_text
+    from ..inference.backends import ENGINES
+    from ..inference.predictor import IMAGE_SUFFIXES, Predictor, records_csv
 
     if not args.inputs and not args.test_index:
         raise ConfigError("nothing to predict: pass image files, folders, or --test-index N [N ...]")
@@ -26,7 +26,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(args.run, engine=args.engine, onnx_path=args.onnx)
     records = []
     if args.test_index:
-        from ..pipeline import run_test_set
+        from ..runfolder.data import run_test_set
 
         x_test, _ = run_test_set(args.run, args.data_dir)
         bad = [i for i in args.test_index if not 0 <= i < len(x_test)]

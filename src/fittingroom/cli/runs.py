@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..runs import SORT_KEYS
+from ..runfolder.listing import SORT_KEYS
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ..runs import format_table, list_runs
+    from ..runfolder.listing import format_table, list_runs
 
     records = list_runs(args.root, sort=args.sort, reverse=args.reverse, status=args.status)
     if args.json:

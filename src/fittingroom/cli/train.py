@@ -1,12 +1,12 @@
-"""``fittingroom train``, ``fittingroom summary`` and ``fittingroom presets``."""
+"""``fittingroom train``, and the flags that build a TrainConfig (shared with ``fittingroom tune``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from ..config import PRESET_NOTES, PRESETS, TrainConfig
-from ..errors import ConfigError
+from ..config.train_config import PRESETS, TrainConfig
+from ..core.errors import ConfigError
 
 # Flags that map one-to-one onto TrainConfig fields: flag -> (field, type, help).
 CONFIG_FLAGS = {
@@ -98,7 +98,7 @@ def changes_asked(args: argparse.Namespace) -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..pipeline import read_run_config, train_run
+    from ..training.run import read_run_config, train_run
 
     if args.resume:
         given = [flag for flag, value in (("--out", args.out), ("--config", args.config), ("--preset", args.preset))
@@ -111,32 +111,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_run(config, resume=args.resume, verbose=not args.quiet)
     else:
         train_run(config_from_args(args), out=args.out, verbose=not args.quiet)
-    return 0
-
-
-def cmd_summary(args: argparse.Namespace) -> int:
-    from ..config import build_model_checked
-    from ..models import list_models
-    from ..summary import model_summary
-
-    if args.list:
-        print("\n".join(list_models()))
-        return 0
-    kwargs = dict(parse_assignment(t, "--model-arg") for t in args.model_arg)
-    model = build_model_checked(args.model, kwargs)
-    shape = tuple(kwargs.get("input_shape", (28, 28)))
-    print(model_summary(model, shape, name=args.model))
-    return 0
-
-
-def cmd_presets(args: argparse.Namespace) -> int:
-    if args.name:
-        print(json.dumps(TrainConfig.from_preset(args.name).to_dict(), indent=2))
-        return 0
-    for name in PRESETS:
-        cfg = TrainConfig.from_preset(name)
-        print(f"{name:9s} {cfg.model:6s} {cfg.epochs:>3d} epochs  {PRESET_NOTES.get(name, '')}")
-    print("\n`fittingroom presets NAME` shows one whole; `fittingroom train --preset NAME` trains it.")
     return 0
 
 
@@ -163,13 +137,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(finished or not) up to N epochs; other settings cannot change")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_train)
-
-    s = sub.add_parser("summary", help="print a model's Keras-format summary")
-    s.add_argument("--model", default="mlp", help="model name (default: mlp, the tutorial's)")
-    add_model_arg_flag(s)
-    s.add_argument("--list", action="store_true", help="list the registered models")
-    s.set_defaults(func=cmd_summary)
-
-    r = sub.add_parser("presets", help="list the named training configurations")
-    r.add_argument("name", nargs="?", help="show this preset's whole configuration as JSON")
-    r.set_defaults(func=cmd_presets)

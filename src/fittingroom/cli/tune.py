@@ -9,8 +9,8 @@ from .train import add_config_arguments, config_from_args
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..search_space import resolve_space, space_to_dict
-    from ..tune import tune
+    from ..tuning.space import resolve_space, space_to_dict
+    from ..tuning.study import tune
 
     config = config_from_args(args)
     space = resolve_space(args.space, config)

@@ -21,107 +21,17 @@ on a side and the training and test images have the same size.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..core.errors import DataError
+from .catalog import _MNIST_FILES, DATASETS, SPLITS, DatasetSpec, cache_dir, get_spec, list_datasets, sha256_hex  # noqa: F401
 from .idx import parse_idx, read_bytes
 
-SPLITS = ("train-images", "train-labels", "test-images", "test-labels")
 MAX_CLASSES = 10_000  # labels beyond this are a damaged file, not a dataset (ImageNet-21k has 21,841: raise if needed)
 MIN_SIDE = 8  # pixels; smaller images leave nothing for the models' pooling or the evaluation's 4-pixel occlusion
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A dataset published as four IDX files."""
-
-    name: str
-    classes: tuple[str, ...]
-    files: dict[str, str]  # split -> file name without .gz
-    sha256: dict[str, str]  # split -> SHA-256 of the decompressed file
-    mirrors: tuple[str, ...]  # base URLs, tried in order; the file name + ".gz" is appended
-    system_dirs: tuple[str, ...] = ()
-    description: str = ""
-    sizes: dict[str, int] = field(default_factory=dict)  # split -> number of examples
-
-
-_MNIST_FILES = {
-    "train-images": "train-images-idx3-ubyte",
-    "train-labels": "train-labels-idx1-ubyte",
-    "test-images": "t10k-images-idx3-ubyte",
-    "test-labels": "t10k-labels-idx1-ubyte",
-}
-
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in (
-        DatasetSpec(
-            name="fashion-mnist",
-            description="Zalando's article images: 60,000 training and 10,000 test greyscale 28x28 images, 10 classes",
-            classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-            files=_MNIST_FILES,
-            sha256={
-                "train-images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-                "train-labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-                "test-images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-                "test-labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-            },
-            mirrors=(
-                "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-                "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
-            ),
-            system_dirs=("/usr/share/datasets/fashion-mnist",),
-            sizes={"train": 60000, "test": 10000},
-        ),
-        DatasetSpec(
-            name="mnist",
-            description="Handwritten digits: 60,000 training and 10,000 test greyscale 28x28 images, 10 classes",
-            classes=tuple(str(d) for d in range(10)),
-            files=_MNIST_FILES,
-            sha256={
-                "train-images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-                "train-labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-                "test-images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-                "test-labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-            },
-            mirrors=(
-                "https://ossci-datasets.s3.amazonaws.com/mnist/",
-                "https://storage.googleapis.com/cvdf-datasets/mnist/",
-            ),
-            system_dirs=("/usr/share/datasets/mnist",),
-            sizes={"train": 60000, "test": 10000},
-        ),
-    )
-}
-
-
-def list_datasets() -> list[str]:
-    """Names of the datasets ``load_dataset`` knows."""
-    return sorted(DATASETS)
-
-
-def get_spec(name: str) -> DatasetSpec:
-    """The spec of a named dataset; an unknown name lists the valid ones."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())} "
-            f"(or a folder of IDX files)"
-        ) from None
-
-
-def cache_dir() -> Path:
-    """Where downloaded datasets are kept: ``$XDG_CACHE_HOME/fittingroom`` or ``~/.cache/fittingroom``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fittingroom" / "datasets"
-
 
 def named_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, str] | None:
     """The folder the user named (``data_dir``, else ``FITTINGROOM_DATA``) and where it was named, or None."""
@@ -178,10 +88,6 @@ def not_found_message(spec: DatasetSpec, data_dir: str | os.PathLike | None = No
         f"{spec.name} not found (looked in: {tried}); {hint}run `fittingroom data download --dataset {spec.name}`, "
         f"or point --data-dir / FITTINGROOM_DATA at a folder holding {', '.join(spec.files.values())} (.gz or raw)"
     )
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def read_verified(spec: DatasetSpec, split: str, path: Path, verify: bool = True) -> np.ndarray:

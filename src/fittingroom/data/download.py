@@ -19,9 +19,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..errors import DataError
-from ..fsutil import write_bytes
-from .datasets import DatasetSpec, cache_dir, sha256_hex
+from ..core.errors import DataError
+from ..core.files import write_bytes
+from .catalog import DatasetSpec, cache_dir, sha256_hex
 from .idx import CHUNK_BYTES, GZIP_MAGIC, MAX_IDX_BYTES, read_content
 
 TIMEOUT_S = 60

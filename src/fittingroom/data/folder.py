@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import DataError, FittingroomError
+from ..core.errors import DataError, FittingroomError
 
 MAX_NAMES_BYTES = 10 << 20  # a class-names file larger than this is not one (10,000 names of 1 KB)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -56,9 +56,9 @@ class ImageFiles(Dataset):
     dtype = np.dtype(np.uint8)
 
     def load(self, i: int) -> np.ndarray:
-        from ..predict import load_image
+        from .preprocess import Preprocessing, load_image
 
-        return load_image(self.paths[i], self.input_shape)
+        return load_image(self.paths[i], Preprocessing(size=tuple(self.input_shape)))
 
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):

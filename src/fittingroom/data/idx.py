@@ -17,8 +17,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import DataError
-from ..fsutil import write_bytes
+from ..core.errors import DataError
+from ..core.files import write_bytes
 
 # IDX type code -> numpy dtype (big-endian where it matters).
 IDX_DTYPES: dict[int, np.dtype] = {

@@ -24,8 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, RunError
-from ..fsutil import write_text
+from ..core.errors import DataError, RunError
+from ..core.files import write_text
 from .datasets import DATASETS, read_idx_folder
 from .folder import class_folders, class_images, display_name, file_sha256
 from .splits import (

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .datasets import DATASETS, check_labels, get_spec, load_dataset_files, read_idx_folder
 from .folder import (
     ImageFiles,

@@ -37,10 +37,10 @@ from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
-from .. import __version__
-from ..errors import ImageError
-from ..predict import Predictor, prediction_record
-from ..preprocess import ImageTooLarge, UnsupportedFormat
+from ..core.errors import ImageError
+from ..core.version import __version__
+from ..data.preprocess import ImageTooLarge, UnsupportedFormat
+from ..inference.predictor import Predictor, prediction_record
 from .batching import MicroBatcher
 from .headers import HostCheckMiddleware, SecurityHeadersMiddleware
 from .limits import Limits, Load, Refused, RequestLimitMiddleware
@@ -101,8 +101,8 @@ def _query(params, n_classes: int) -> tuple[int, bool]:
 def _run_metrics(run: str | os.PathLike) -> dict[str, Any]:
     """The run's ``metrics.json`` (its test scores, for ``/v1/model``), figures of the wrong type left out; {} with a
     warning when the file is damaged: the model itself is fine, so the server starts without them rather than refusing."""
-    from ..errors import RunError
-    from ..runview import clean_metrics, read_run_json
+    from ..core.errors import RunError
+    from ..runfolder.files import clean_metrics, read_run_json
 
     try:
         return clean_metrics(read_run_json(run, "metrics.json"))

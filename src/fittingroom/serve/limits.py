@@ -22,8 +22,8 @@ import json
 import math
 from dataclasses import dataclass, fields
 
-from ..errors import ConfigError
-from ..preprocess import MAX_PIXELS
+from ..core.errors import ConfigError
+from ..data.preprocess import MAX_PIXELS
 
 MB = 2**20
 RETRY_AFTER_S = 1  # what a 503 tells the client to wait: requests here take milliseconds to a few seconds

@@ -1,0 +1,355 @@
+"""The training loop: a visible PyTorch loop with a few named callback hooks.
+
+The whole training set lives on the device as one uint8 tensor ``(N, H, W)``.
+Each epoch shuffles it with one gather, then every step takes a contiguous
+slice, scales it to [0, 1], augments it as a batch and takes one optimizer
+step: no DataLoader, no per-image Python. Validation runs after every epoch,
+then the callbacks, then (if a path is set) an atomic checkpoint of
+everything needed to resume. The tutorial's own case (a plain MLP under plain
+SGD in fp32) takes the same loop with a hand-fused step instead (fused.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config.train_config import TrainConfig
+from ..core.device import autocast, resolve_precision
+from ..core.errors import ConfigError, FittingroomError, RunError
+from ..data import SplitData
+from ..data.augment import augment_batch
+from ..inference.forward import loss_and_accuracy, predict_logits, to_float
+from . import distributed
+from .callbacks import Callback
+from .checkpoint import META_KEY, load_checkpoint, optimizer_from_parts, optimizer_to_parts, save_checkpoint
+from .distill import distillation_loss
+from .fused import FusedMLPStep, epoch_loss_and_correct, why_not_fused
+from .optim import build_optimizer, lr_multiplier, set_lr
+
+
+class TrainingInterrupted(FittingroomError):
+    """Ctrl-C during training; the last complete epoch's checkpoint is kept."""
+
+
+def checkpoint_meta(path: str | Path) -> dict | None:
+    """The JSON part of a checkpoint (``epoch``, ``stop_training``, ``config``...) without its tensors; None if unreadable."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {})[META_KEY])
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and PyTorch; with ``deterministic`` also forbid nondeterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` as ``config`` says.
+
+    Attributes callbacks may use: ``model`` (possibly DDP-wrapped), ``raw_model``,
+    ``optimizer``, ``config``, ``history`` (metric -> list per epoch), ``epoch``
+    (epochs completed), ``lr_factor`` (multiplies the schedule; ReduceLROnPlateau
+    lowers it), ``stop_training`` and ``steps_per_epoch``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: SplitData,
+        config: TrainConfig,
+        device: torch.device,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_path: str | Path | None = None,
+        dist: distributed.DistInfo | None = None,
+        verbose: bool = True,
+        teacher_logp: torch.Tensor | None = None,
+    ):
+        self.config, self.device, self.dist = config, device, dist
+        self.precision = resolve_precision(config.precision, device)
+        self.raw_model = model.to(device)
+        self.model: nn.Module = self.raw_model
+        if dist is not None:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.raw_model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.optimizer = build_optimizer(self.raw_model, config)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.teacher_logp = teacher_logp  # (N, classes) for the training images, in their stored order
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            cb.set_trainer(self)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.verbose = verbose and (dist is None or dist.is_main)
+
+        # The data, on the device, as uint8 images and int64 labels (a streamed folder stays on disk).
+        self.streaming = data.streaming
+        self.x_train = data.x_train if self.streaming else torch.as_tensor(data.x_train).to(device)
+        self.y_train = torch.as_tensor(data.y_train.astype(np.int64)).to(device)
+        self.x_val = data.x_val if self.streaming else torch.as_tensor(data.x_val).to(device)
+        self.y_val = data.y_val.astype(np.int64)
+
+        world = dist.world_size if dist else 1
+        if config.batch_size % world:
+            raise ConfigError(
+                f"batch_size={config.batch_size} must be divisible by the number of processes ({world}); "
+                f"the batch is split evenly between them"
+            )
+        self.local_batch = config.batch_size // world
+        # Every process sees ceil(N / world) examples per epoch (the shortfall is filled by wrapping round).
+        self.local_examples = math.ceil(len(self.x_train) / world)
+        self.steps_per_epoch = math.ceil(self.local_examples / self.local_batch)
+
+        self.history: dict[str, list[float]] = {}
+        self.epoch = 0
+        self.lr_factor = 1.0
+        self.stop_training = False
+        self.train_seconds = 0.0
+        # Separate generators, so that resuming restores exactly the random draws still to come.
+        self.shuffle_gen = torch.Generator().manual_seed(config.seed)
+        self.augment_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+        self._epoch_buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._batch_hooks = [cb for cb in self.callbacks if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
+        # The tutorial's case (plain MLP, plain SGD, fp32, one process) takes the hand-fused step.
+        self.unfused_reason = why_not_fused(config, self.raw_model, self.precision, dist is not None, self.streaming)
+        self._fused_step = FusedMLPStep(self.raw_model) if self.unfused_reason is None else None
+        self._fused_buffers: tuple[torch.Tensor, ...] | None = None
+
+    # ------------------------------------------------------------------ output
+    def say(self, message: str) -> None:
+        if self.verbose:
+            print(message, flush=True)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, list[float]]:
+        """Train from ``self.epoch`` to ``config.epochs`` (or until a callback stops it); returns the history."""
+        for cb in self.callbacks:
+            cb.on_train_begin()
+        logs: dict[str, float] = {}
+        try:
+            while self.epoch < self.config.epochs and not self.stop_training:
+                start = time.perf_counter()
+                for cb in self.callbacks:
+                    cb.on_epoch_begin(self.epoch)
+                logs = self.train_epoch(self.epoch)
+                val_loss, val_accuracy = self.validate()
+                logs.update(val_loss=val_loss, val_accuracy=val_accuracy)
+                logs["seconds"] = time.perf_counter() - start  # training and validation
+                for key, value in logs.items():
+                    self.history.setdefault(key, []).append(value)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self.epoch, logs)
+                self.epoch += 1
+                # The whole epoch counts, callbacks and checkpoint included, as Keras's fit counts them.
+                saving = time.perf_counter()
+                self.train_seconds += saving - start
+                self.save_checkpoint()
+                self.train_seconds += time.perf_counter() - saving
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self._interrupted_message()) from None
+        for cb in self.callbacks:
+            cb.on_train_end(logs)
+        return self.history
+
+    def _interrupted_message(self) -> str:
+        """What Ctrl-C leaves: the epochs the checkpoint on disk holds (a save cut short keeps the previous one)."""
+        meta = checkpoint_meta(self.checkpoint_path) if self.checkpoint_path else None
+        saved = meta["epoch"] if meta else 0
+        if not saved:
+            return f"interrupted during epoch {self.epoch + 1}; no epoch was complete, nothing was saved"
+        return (f"interrupted; {self.checkpoint_path} holds epoch {saved} of {self.config.epochs}, resume with "
+                f"`fittingroom train --resume {self.checkpoint_path.parent}`")
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over this process's shard of the shuffled training set."""
+        cfg, model, opt = self.config, self.model, self.optimizer
+        model.train()
+        world = self.dist.world_size if self.dist else 1
+        rank = self.dist.rank if self.dist else 0
+        # Shuffle: every process draws the same permutation and takes its own interleaved shard.
+        perm = torch.randperm(len(self.x_train), generator=self.shuffle_gen)
+        if world > 1:
+            perm = perm.repeat(2)[: self.local_examples * world][rank::world]
+        augmenting = cfg.augmenting
+        scheduled = cfg.schedule != "constant" or cfg.warmup_epochs > 0 or self.lr_factor != 1.0
+        first_step = epoch * self.steps_per_epoch
+        if self._fused_step is not None:
+            return self._train_epoch_fused(perm, scheduled, first_step)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        if not scheduled:
+            set_lr(opt, cfg.lr)
+        for step, (xb, yb, idx) in enumerate(self.batches(perm)):
+            xb = to_float(xb)  # (B, H, W) in [0, 1]
+            if augmenting:
+                xb = augment_batch(xb, self.augment_gen, cfg.translate, cfg.flip, cfg.erase)
+            if scheduled:
+                set_lr(opt, cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch))
+            with autocast(self.device, self.precision):
+                logits = model(xb)  # (B, classes)
+            loss = self.loss_fn(logits.float(), yb)
+            if self.teacher_logp is not None:
+                soft = distillation_loss(logits, self.teacher_logp[idx], cfg.distill_temperature)
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * soft
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                loss_sum += loss.detach() * len(yb)
+                correct += (logits.argmax(1) == yb).sum()
+            if self._batch_hooks:
+                seen = (step + 1) * self.local_batch
+                running = {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen} if step % 50 == 0 else {}
+                for cb in self._batch_hooks:
+                    cb.on_train_batch_end(step, running)
+        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(len(perm)), device=self.device)])
+        totals = distributed.all_reduce_sum(totals, self.dist)
+        return {
+            "loss": (totals[0] / totals[2]).item(),
+            "accuracy": (totals[1] / totals[2]).item(),
+            "lr": opt.param_groups[0]["lr"],
+        }
+
+    def _train_epoch_fused(self, perm: torch.Tensor, scheduled: bool, first_step: int) -> dict[str, float]:
+        """The epoch of ``train_epoch`` for a plain MLP under plain SGD, with the fused step (see fused.py)."""
+        cfg, opt = self.config, self.optimizer
+        n, classes = len(perm), self.raw_model[-1].out_features
+        images, labels = self._gather_epoch(perm.to(self.device))
+        if self._fused_buffers is None or len(self._fused_buffers[0]) != n:
+            self._fused_buffers = (torch.empty(n, math.prod(images.shape[1:]), device=self.device),
+                                   torch.empty(n, classes, device=self.device), torch.empty(n, classes, device=self.device))
+        x_all, onehot, logits = self._fused_buffers
+        # The epoch's images scaled to [0, 1] in one pass (as to_float does per batch); the targets one-hot.
+        x_all.copy_(images.view(n, -1))
+        if images.dtype == torch.uint8:
+            x_all.div_(255.0)
+        onehot.zero_().scatter_(1, labels[:, None], 1.0)
+        lr = cfg.lr
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        counted = 0
+        for step in range(self.steps_per_epoch):
+            s = slice(step * self.local_batch, min((step + 1) * self.local_batch, n))
+            if scheduled:
+                lr = cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch)
+            self._fused_step(x_all[s], onehot[s], lr, logits[s])
+            if self._batch_hooks:
+                running = {}
+                if step % 50 == 0:
+                    block_loss, block_correct = epoch_loss_and_correct(logits[counted:s.stop], labels[counted:s.stop])
+                    loss_sum += block_loss
+                    correct += block_correct
+                    counted = s.stop
+                    running = {"loss": loss_sum.item() / counted, "accuracy": correct.item() / counted}
+                for cb in self._batch_hooks:
+                    cb.on_train_batch_end(step, running)
+        block_loss, block_correct = epoch_loss_and_correct(logits[counted:], labels[counted:])
+        set_lr(opt, lr)
+        return {"loss": ((loss_sum + block_loss) / n).item(), "accuracy": ((correct + block_correct) / n).item(),
+                "lr": lr}
+
+    def batches(self, perm: torch.Tensor):
+        """(uint8 images, labels, their indices in the training set) of each step, in the order of ``perm``."""
+        perm = perm.to(self.device)
+        steps = [slice(step * self.local_batch, (step + 1) * self.local_batch) for step in range(self.steps_per_epoch)]
+        if self.streaming:
+            from ..data.folder import iterate_batches
+
+            labels = self.y_train[perm]
+            for s, xb in zip(steps, iterate_batches(self.x_train, self.local_batch, perm.tolist(), self.config.workers)):
+                yield xb.to(self.device), labels[s], perm[s]
+            return
+        x_epoch, y_epoch = self._gather_epoch(perm)
+        for s in steps:
+            yield x_epoch[s], y_epoch[s], perm[s]  # (B, H, W) uint8, (B,), (B,)
+
+    def _gather_epoch(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training images and labels in the order of ``perm``, gathered into buffers kept across epochs.
+
+        One gather per epoch, then contiguous slices per step; the buffers are reused because a fresh 43 MB
+        tensor every epoch costs page faults.
+        """
+        if self._epoch_buffers is None or len(self._epoch_buffers[0]) != len(perm):
+            self._epoch_buffers = (self.x_train.new_empty((len(perm), *self.x_train.shape[1:])),
+                                   self.y_train.new_empty(len(perm)))
+        x_epoch, y_epoch = self._epoch_buffers
+        torch.index_select(self.x_train, 0, perm, out=x_epoch)
+        torch.index_select(self.y_train, 0, perm, out=y_epoch)
+        return x_epoch, y_epoch
+
+    def validate(self) -> tuple[float, float]:
+        """Validation loss and accuracy (every process computes the same numbers on the whole set)."""
+        logp = predict_logits(self.raw_model, self.x_val, self.config.eval_batch_size, self.device, self.precision)
+        return loss_and_accuracy(logp, self.y_val)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+        optim_tensors, optim_meta = optimizer_to_parts(self.optimizer.state_dict())
+        rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffle_gen.get_state(), "augment": self.augment_gen.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        tensors = {"model": self.raw_model.state_dict(), "optim": optim_tensors, "rng": rng}
+        for cb in self.callbacks:
+            if cb.get_tensors():
+                tensors[f"cb.{cb.name}"] = cb.get_tensors()
+        meta = {
+            "epoch": self.epoch,
+            "history": self.history,
+            "lr_factor": self.lr_factor,
+            "train_seconds": self.train_seconds,
+            "stop_training": self.stop_training,
+            "optimizer": optim_meta,
+            "callbacks": {cb.name: cb.get_state() for cb in self.callbacks if cb.get_state()},
+            "config": self.config.to_dict(),  # what the weights were trained with: resume checks config.json against it
+        }
+        return tensors, meta
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None or (self.dist is not None and not self.dist.is_main):
+            return
+        tensors, meta = self.state()
+        save_checkpoint(self.checkpoint_path, tensors, meta)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore everything a checkpoint holds, so that ``fit`` continues as if never stopped."""
+        groups, meta = load_checkpoint(path, device="cpu")
+        try:
+            self.raw_model.load_state_dict({k: v.to(self.device) for k, v in groups["model"].items()})
+            self.optimizer.load_state_dict(optimizer_from_parts(groups.get("optim", {}), meta["optimizer"]))
+        except (KeyError, RuntimeError, ValueError) as exc:  # another model, width or optimizer than config.json's
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunError(f"{path}: the checkpoint does not fit the model and optimizer that config.json describes "
+                           f"({reason.rstrip(':.')}); put config.json back as the run wrote it, or start a new run") from None
+        rng = groups["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.shuffle_gen.set_state(rng["shuffle"])
+        self.augment_gen.set_state(rng["augment"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.epoch, self.history = meta["epoch"], meta["history"]
+        self.lr_factor, self.train_seconds = meta["lr_factor"], meta["train_seconds"]
+        self.stop_training = meta.get("stop_training", False)
+        for cb in self.callbacks:
+            if cb.name in meta["callbacks"]:
+                cb.set_state(meta["callbacks"][cb.name])
+            if f"cb.{cb.name}" in groups:
+                cb.set_tensors({k: v.to(self.device) for k, v in groups[f"cb.{cb.name}"].items()})

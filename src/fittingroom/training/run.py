@@ -1,0 +1,384 @@
+"""A training run end to end, as the tutorial does it, written into a run folder.
+
+load data -> build model -> print summary -> train with validation -> plot the
+learning curves -> evaluate on the test set -> save the model -> predict the
+first test images. ``train_run`` is what ``fittingroom train`` calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config.train_config import PRESETS, TrainConfig
+from ..core.device import describe, resolve_device
+from ..core.errors import ConfigError, RunError
+from ..core.files import make_folder, staging_folder, write_error, write_json, write_text
+from ..core.version import __version__
+from ..data import SplitData
+from ..data.preprocess import Preprocessing
+from ..data.provenance import resolve_paths, write_record
+from ..evaluation.test_set import evaluate_and_report
+from ..figures.curves import save_learning_curves
+from ..inference.forward import loss_and_accuracy, predict_logits
+from ..inference.saved import save_model
+from ..inference.unsure import fit_rules
+from ..models.registry import count_params, create_model, model_defaults
+from ..models.summary import model_summary
+from ..runfolder.data import load_data
+from ..runfolder.files import read_run_json
+from ..runfolder.paths import RunPaths, default_run_dir
+from . import distributed, tracking
+from .callbacks import (
+    CSVLogger,
+    EarlyStopping,
+    ModelCheckpoint,
+    NonFiniteLoss,
+    ProgressLogger,
+    ReduceLROnPlateau,
+    TerminateOnNaN,
+)
+from .distill import check_teacher, teacher_log_probs
+from .loop import Trainer, checkpoint_meta, seed_everything
+
+
+@dataclass
+class RunResult:
+    path: Path
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+
+
+def build_model(config: TrainConfig, data: SplitData) -> torch.nn.Module:
+    """The configured model, sized for the data (input shape and number of classes come from it)."""
+    args = {**config.model_args, "input_shape": tuple(data.input_shape), "num_classes": data.num_classes}
+    return create_model(config.model, **args)
+
+
+def model_info(config: TrainConfig, data: SplitData, model: torch.nn.Module) -> dict[str, Any]:
+    """What ``model.json`` records besides the weights."""
+    prep = Preprocessing.fit(data.x_train)  # how photos become inputs like these training images
+    val_probs = predict_logits(model, data.x_val, config.eval_batch_size, tta=config.tta).exp().numpy()
+    return {
+        "model": config.model,
+        # every argument, defaults included, so the folder still loads if a default changes later
+        "model_args": {**model_defaults(config.model), **config.model_args, "input_shape": list(data.input_shape),
+                       "num_classes": data.num_classes},
+        "classes": list(data.classes),
+        "input_shape": list(data.input_shape),
+        "preprocessing": prep.to_dict(),
+        "unsure": fit_rules(val_probs, data.y_val, data.x_train, prep.background, prep.threshold),
+        "dataset": data.name,
+        "params": count_params(model),
+        "tta": config.tta,
+    }
+
+
+# What a resumed run may change. More epochs extend it (the only change that continues the same training);
+# the others say where and how fast it runs on this machine, not what it computes.
+RESUME_CHANGES = ("epochs", "threads", "data_dir")
+
+
+def read_run_config(run: str | os.PathLike) -> TrainConfig:
+    """A run folder's config.json, validated; a missing, broken or hand-broken file is a one-line error."""
+    paths = RunPaths(run)
+    if not paths.config.is_file():
+        raise RunError(f"{run}: not a run folder (no config.json); pass the folder `fittingroom train` created")
+    config = TrainConfig.load(paths.config)
+    try:
+        return config.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{paths.config}: {exc}") from None
+
+
+def resume_config(paths: RunPaths, wanted: TrainConfig | None = None) -> tuple[TrainConfig, TrainConfig]:
+    """``(config to resume with, config.json as saved)``, after checking both against the checkpoint.
+
+    Refuses: a config.json edited so that it no longer describes the checkpoint's
+    training; changes other than :data:`RESUME_CHANGES`; fewer epochs than are done;
+    more epochs for a run that early stopping ended; and a complete run (all epochs
+    done, model saved) with nothing to change, which would only be written again.
+    """
+    saved = read_run_config(paths.root)
+    wanted = wanted or saved
+    meta = checkpoint_meta(paths.checkpoint) if paths.checkpoint.is_file() else None
+    trained_with = (meta or {}).get("config")
+    if isinstance(trained_with, dict):  # checkpoints since the config was recorded in them
+        differing = [k for k, v in saved.to_dict().items() if k not in RESUME_CHANGES and trained_with.get(k, v) != v]
+        if differing:
+            raise RunError(f"{paths.config}: differs from the configuration its checkpoint was trained with "
+                           f"({', '.join(differing)}); put config.json back as the run wrote it, or start a new run")
+    refused = [f.name for f in fields(saved)
+               if f.name not in RESUME_CHANGES and getattr(wanted, f.name) != getattr(saved, f.name)]
+    if refused:
+        raise ConfigError(f"--resume continues {paths.root} as its config.json says and cannot change "
+                          f"{', '.join(refused)} (only {', '.join(RESUME_CHANGES)}); for other settings start a new "
+                          f"run: `fittingroom train --config {paths.config} --set KEY=VALUE`")
+    done = meta["epoch"] if meta else 0
+    stopped = bool(meta and meta.get("stop_training"))
+    finished = paths.model_json.is_file() and paths.metrics.is_file()
+    if wanted.epochs < done:
+        raise ConfigError(f"epochs={wanted.epochs} is fewer than the {done} epochs {paths.root} has done; "
+                          f"pass --epochs above {done} to train it further")
+    if stopped and (finished or wanted.epochs != saved.epochs):
+        raise RunError(f"{paths.root}: early stopping ended this run after epoch {done} of {saved.epochs}; there is "
+                       f"nothing to resume and more epochs would not train; start a new run with more patience "
+                       f"(early_stopping)")
+    if finished and done >= saved.epochs and wanted.epochs == saved.epochs:
+        raise RunError(f"{paths.root}: the run is complete (epoch {done} of {saved.epochs} done, model saved); nothing "
+                       f"to resume; to train it further, give it more epochs: "
+                       f"`fittingroom train --resume {paths.root} --epochs N` (N > {done})")
+    if finished and meta is None:
+        raise RunError(f"{paths.root}: the run is complete (model saved) and has no readable checkpoint to continue "
+                       f"from; nothing to resume; start a new run to train more")
+    return wanted, saved
+
+
+def train_run(
+    config: TrainConfig | None = None,
+    out: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    verbose: bool = True,
+    data: SplitData | None = None,
+    extra_callbacks: list | None = None,
+    evaluate_test: bool = True,
+) -> RunResult:
+    """Train, evaluate and save a run; returns its folder and metrics.
+
+    Args:
+        config: the run's configuration (default: the ``seed`` preset, i.e. the tutorial).
+        out: the run folder to create (default ``runs/<timestamp>-<preset>``); must not hold a run already.
+        resume: a run folder to continue instead: an interrupted run, or a finished one given more epochs.
+            Its config.json is used; ``config``, if given, may differ from it only in
+            :data:`RESUME_CHANGES` (more ``epochs`` extend the run), and the change is recorded in config.json.
+        verbose: print the summary, the progress and the results.
+        data: already loaded data (default: load what ``config.data`` names).
+        extra_callbacks: more :class:`~fittingroom.callbacks.Callback` objects for the loop.
+        evaluate_test: evaluate on the test set at the end (a hyperparameter search's trials do not).
+    """
+    changes: dict[str, tuple[Any, Any]] = {}  # what a resume changes in config.json: field -> (saved, new)
+    if resume is not None:
+        paths = RunPaths(resume)
+        config, saved = resume_config(paths, config)
+        changes = {f.name: (getattr(saved, f.name), getattr(config, f.name)) for f in fields(saved)
+                   if getattr(saved, f.name) != getattr(config, f.name)}
+    config = (config or TrainConfig.from_preset("seed")).validate()
+    config = resolve_paths(config)  # config.json and RUN/data.json name the data by absolute path
+    check_teacher(config)
+    tracking.require(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    dist, device = distributed.setup(device)
+    is_main = dist is None or dist.is_main
+    say = print if (verbose and is_main) else (lambda *a, **k: None)
+    trackers: list = []
+    try:
+        data = data or load_data(config, run=resume)
+        seed_everything(config.seed, config.deterministic)  # after loading: a DataLoader draws from the global RNG
+        model = build_model(config, data)
+        summary = model_summary(model, data.input_shape, name=config.model)
+        say(summary)
+
+        check_teacher(config, data)  # a teacher for other classes or images: stop before the folder is made
+        if resume is None:
+            paths = RunPaths(out or default_run_dir(config.preset))
+        existed = paths.root.is_dir()  # an empty folder (or a link to one) the user made for the run
+        if is_main:  # before the folder is written: a tracker that cannot start leaves nothing behind
+            trackers = tracking.tracking_callbacks(config, paths.root, data.classes)
+        if resume is None and is_main:
+            create_run_folder(paths, config, summary)
+            write_record(paths.root, data)
+        callbacks = [TerminateOnNaN()]
+        if verbose and is_main:
+            callbacks.append(ProgressLogger())
+        if is_main:
+            callbacks.append(CSVLogger(paths.history))
+        if config.reduce_lr_on_plateau:
+            callbacks.append(ReduceLROnPlateau(patience=config.reduce_lr_on_plateau, factor=0.2))
+        if config.early_stopping:
+            callbacks.append(EarlyStopping(patience=config.early_stopping, restore_best_weights=True))
+        if config.save_best and is_main:
+            callbacks.append(ModelCheckpoint(paths.root / "best", lambda m: model_info(config, data, m), config.save_best))
+        callbacks += trackers + (extra_callbacks or [])
+        teacher_logp = None
+        if config.teacher:
+            if dist is not None and config.teacher in PRESETS:
+                raise ConfigError("under torchrun the teacher must be a finished run folder; train the preset first")
+            teacher_logp = teacher_log_probs(config, data, resolve_teacher(config, paths.root, verbose and is_main),
+                                             device)
+        trainer = Trainer(model, data, config, device, callbacks, paths.checkpoint, dist, verbose, teacher_logp)
+        if resume is not None and paths.checkpoint.is_file():
+            trainer.load_checkpoint(paths.checkpoint)
+            say(f"Resuming {paths.root} after epoch {trainer.epoch}/{config.epochs}")
+        elif resume is not None:
+            say(f"Resuming {paths.root}: no epoch was complete, starting from the first")
+        if changes and is_main:  # the checkpoint fits the run: record the change
+            write_json(paths.config, config.to_dict())
+            say(f"{paths.root}: " + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+                + f", recorded in {paths.config.name}")
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        say(f"Training {config.model} on {data.name} ({len(data.x_train):,} training, {len(data.x_val):,} validation images) "
+            f"on {describe(device)}, {trainer.precision}" + (f", {dist.world_size} processes" if dist else "")
+            + (", fused SGD step" if trainer.unfused_reason is None else ""))
+        try:
+            history = trainer.fit()
+        except NonFiniteLoss as exc:
+            if resume is None and is_main and trainer.epoch == 0 and config.teacher not in PRESETS:
+                # Diverged before one finite epoch: the new folder holds nothing worth resuming (it would diverge
+                # again), unless a teacher was trained into it first.
+                for tracker in trackers:
+                    tracker.close()
+                trackers = []
+                discard_run_folder(paths.root, keep_folder=existed)
+                raise NonFiniteLoss(f"{exc}; the new run folder {paths.root} is not kept") from None
+            raise
+        if not is_main:
+            return RunResult(paths.root, {}, history)
+        metrics = finish_run(paths, trainer, data, config, device, started, verbose, evaluate_test)
+        for tracker in trackers:
+            tracker.log_results(metrics)
+        return RunResult(paths.root, metrics, history)
+    finally:
+        for tracker in trackers:
+            tracker.close()
+        distributed.teardown(dist)
+
+
+def discard_run_folder(root: Path, keep_folder: bool) -> None:
+    """Remove what a new run wrote into ``root``; with ``keep_folder``, leave the (empty) folder itself."""
+    target = Path(os.path.realpath(root))
+    if not keep_folder:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for child in target.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def resolve_teacher(config: TrainConfig, run_dir: Path, verbose: bool) -> Path:
+    """The folder of the teacher's model: the given folder, or ``run_dir/teacher`` trained from a preset."""
+    from ..config.train_config import PRESETS
+
+    name = config.teacher
+    if name in PRESETS:
+        folder = run_dir / "teacher"
+        if not (folder / "model.json").is_file():
+            say = print if verbose else (lambda *a, **k: None)
+            say(f"Training the teacher first: preset {name!r} into {folder}")
+            teacher_config = type(config).from_preset(name).replace(
+                data=config.data, data_dir=config.data_dir, seed=config.seed, device=config.device,
+                threads=config.threads, validation_size=config.validation_size)
+            resume = folder if (folder / "config.json").is_file() else None
+            with torch.random.fork_rng():  # the student's random draws stay what they would be without this
+                train_run(teacher_config, out=None if resume else folder, resume=resume, verbose=verbose)
+        return folder
+    check_teacher(config)
+    return Path(name)
+
+
+def create_run_folder(paths: RunPaths, config: TrainConfig, summary: str) -> None:
+    """Make the run folder with its config.json and summary.txt, all at once.
+
+    The files are written into a hidden sibling folder that is then renamed, so a
+    run folder, from its first moment, always holds its configuration and can be resumed.
+    A rename never replaces a folder with files in it, so of two trainings started with
+    the same ``--out`` one wins and the other stops with an error, leaving the winner's
+    folder alone. ``--out`` may be an empty folder or a link to one (the link stays).
+    """
+    root = paths.root
+    target = Path(os.path.realpath(root)) if root.is_symlink() else root
+    taken = RunError(f"{root}: already exists and is not empty; choose another --out, or --resume a run in it")
+    try:
+        if target.exists() and not target.is_dir():
+            raise RunError(f"{root}: is a file, not a folder; choose another --out")
+        if target.is_dir() and any(target.iterdir()):
+            raise taken
+    except OSError as exc:
+        raise write_error(root, exc) from None
+    make_folder(target.parent)
+    staging = staging_folder(target)
+    try:
+        write_json(staging / paths.config.name, config.to_dict())
+        write_text(staging / paths.summary.name, summary + "\n")
+        if target.is_dir():
+            with contextlib.suppress(FileNotFoundError):  # another training may have removed it first
+                target.rmdir()  # an empty folder the user made for the run
+        staging.rename(target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another training created it meanwhile
+            raise taken from None
+        raise write_error(root, exc) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: TrainConfig, device: torch.device,
+               started: str, verbose: bool, evaluate_test: bool = True) -> dict[str, Any]:
+    """Evaluate on the test set (unless told not to), save model, metrics and curves, and show the first predictions."""
+    say = print if verbose else (lambda *a, **k: None)
+    model, precision = trainer.raw_model, trainer.precision
+    t0 = time.perf_counter()
+    test: dict[str, float] = {}
+    if evaluate_test:
+        test_logp = predict_logits(model, data.x_test, config.eval_batch_size, device, precision, tta=config.tta)
+        test_loss, test_accuracy = loss_and_accuracy(test_logp, data.y_test)
+        test = {"test_accuracy": test_accuracy, "test_loss": test_loss}
+    val_loss, val_accuracy = loss_and_accuracy(
+        predict_logits(model, data.x_val, config.eval_batch_size, device, precision, tta=config.tta), data.y_val)
+    if not np.isfinite(val_loss):  # weights that are no longer numbers are not saved as a model
+        raise NonFiniteLoss(f"the final model's validation loss is {val_loss}: its weights are not finite, so no model "
+                            f"was saved; train again with a lower learning rate (--lr)")
+    eval_seconds = time.perf_counter() - t0
+    epochs = len(trainer.history.get("loss", []))
+    metrics = {
+        **test,  # absent when the test set was not looked at
+        "val_accuracy": val_accuracy,
+        "val_loss": val_loss,
+        "accuracy": trainer.history["accuracy"][-1],
+        "loss": trainer.history["loss"][-1],
+        "epochs": epochs,
+        "params": count_params(model),
+        "train_seconds": trainer.train_seconds,
+        "seconds_per_epoch": trainer.train_seconds / max(1, epochs),
+        "eval_seconds": eval_seconds,
+        "preset": config.preset,
+        "model": config.model,
+        "dataset": data.name,
+        "device": describe(device),
+        "precision": precision,
+        "world_size": trainer.dist.world_size if trainer.dist else 1,
+        "started": started,
+        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "versions": {"fittingroom": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+    }
+    save_model(paths.root, model, model_info(config, data, model))
+    save_learning_curves(paths.curves, trainer.history, title=f"{config.model} on {data.name} ({config.preset})")
+    write_json(paths.metrics, metrics)
+    if test:  # the evaluation (RUN/evaluation/, more figures in metrics.json) and RUN/report.html need the test set
+        evaluation = evaluate_and_report(paths.root, model, data.x_test, data.y_test, data.classes, test_logp, config.tta)
+        metrics = {**metrics, **read_run_json(paths.root, "metrics.json")}
+        say(f"Test accuracy: {test_accuracy:.4f} - test loss: {test_loss:.4f}")
+        first = test_logp[:3].argmax(1).numpy()
+        say("Predicted classes of the first 3 test images:")
+        say(np.array2string(first))
+        say(np.array2string(np.array(data.classes)[first]))
+        say(f"Evaluation in {paths.root / 'evaluation'} ({evaluation.result['seconds']:.1f} s), report in {paths.root / 'report.html'}")
+    say(f"Run saved in {paths.root}")
+    return metrics
