@@ -29,17 +29,21 @@ train: setup
 test: setup-test
 	$(PY) -m pytest $(ARGS)
 
-# Fast unit tests only (no real-data end-to-end tests).
+# The unit tests only, in under a minute: no real-data or multi-run tests (slow), no Chromium (browser), no CLI,
+# training or kernel processes (subprocess), no property-based fuzzing (fuzz); `make test` runs them all.
+# One process per core (pytest-xdist), one PyTorch thread each.
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto -m "not slow and not browser and not subprocess and not fuzz" $(ARGS)
 
 # The tests also drive a real browser: Debian's chromium (Playwright uses it; it downloads no browser).
 setup-test: setup
 	@command -v chromium >/dev/null 2>&1 || ./scripts/get-chromium.sh
 
+# Style, the layers of the package (import-linter) and dead code (vulture); their settings are in pyproject.toml.
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/vulture
 
 # The tutorial's own Keras code against the seed preset, same epochs, same machine (see README).
 bench-keras: setup

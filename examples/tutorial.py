@@ -3,8 +3,8 @@
     python examples/tutorial.py                                  # the tutorial: 30 epochs
     FITTINGROOM_TUTORIAL_EPOCHS=1 python examples/tutorial.py     # a quick run
 
-The same steps, with the pictures inline, are in ``examples/tutorial.ipynb``.
-``fittingroom train --preset seed`` does all of this in one command.
+The same steps, with the pictures inline, are in ``examples/tutorial.ipynb``; docs/api.md describes
+every name used here. ``fittingroom train --preset seed`` does all of this in one command.
 """
 
 import os
@@ -13,12 +13,6 @@ from pathlib import Path
 import numpy as np
 
 import fittingroom
-from fittingroom.core.device import resolve_device
-from fittingroom.figures.curves import save_learning_curves
-from fittingroom.inference.forward import evaluate, predict_proba
-from fittingroom.training.callbacks import ProgressLogger
-from fittingroom.training.loop import Trainer, seed_everything
-from fittingroom.training.run import model_info
 
 DATA = os.environ.get("FITTINGROOM_TUTORIAL_DATA", "fashion-mnist")  # a dataset name or a folder of IDX files
 EPOCHS = int(os.environ.get("FITTINGROOM_TUTORIAL_EPOCHS", "30"))  # the tutorial trains for 30 epochs
@@ -35,35 +29,32 @@ def main() -> None:
     classes = data.classes
     print(classes)
 
-    # 4. The model: Flatten -> Dense(300, relu) -> Dense(100, relu) -> Dense(10, softmax).
-    # It returns logits; the softmax is in the loss and in predict_proba.
-    config = fittingroom.TrainConfig.from_preset("seed").replace(data=DATA, epochs=EPOCHS)
-    seed_everything(config.seed)
-    model = fittingroom.create_model("mlp", hidden=(300, 100), input_shape=data.input_shape, num_classes=len(classes))
+    # 4. The model: Flatten -> Dense(300, relu) -> Dense(100, relu) -> Dense(10, softmax), sized for the data.
+    # It returns logits; the softmax is in the loss and in predict_proba. The "seed" preset is the tutorial's
+    # compile step: sparse categorical cross-entropy, SGD with learning rate 0.01, batches of 32.
+    learner = fittingroom.Learner("mlp", data, config="seed", epochs=EPOCHS, model_args={"hidden": [300, 100]})
 
     # 5. The summary, in Keras's format.
-    print(fittingroom.model_summary(model, data.input_shape))
+    print(learner.summary())
 
-    # 6. Compile and fit: sparse categorical cross-entropy, SGD with learning rate 0.01, batches of 32,
-    # validating after every epoch (the "seed" preset).
-    trainer = Trainer(model, data, config, resolve_device(config.device), callbacks=[ProgressLogger()])
-    history = trainer.fit()  # {"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...], ...}
+    # 6. Fit, validating after every epoch.
+    history = learner.fit()  # {"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...], ...}
 
     # 7. The learning curves: 12x8 inches, grid, y from 0 to 1.
     OUT.mkdir(parents=True, exist_ok=True)
-    print(f"Learning curves: {save_learning_curves(OUT / 'learning_curves.png', history)}")
+    print(f"Learning curves: {fittingroom.plot_learning_curves(history, OUT / 'learning_curves.png')}")
 
     # 8. Evaluate on the test set.
-    result = evaluate(model, data.x_test, data.y_test)
+    result = learner.evaluate()
     print(f"Test accuracy: {result['accuracy']:.4f} - test loss: {result['loss']:.4f}")
 
-    # 9. Predict the classes of the first 3 test images.
-    y_pred = predict_proba(model, data.x_test[:3]).argmax(axis=1)
+    # 9. Predict the classes of the first 3 test images (uint8 pixels, or floats as x_test[:3] / 255.0).
+    y_pred = learner.predict(data.x_test[:3])
     print(y_pred)
     print(np.array(classes)[y_pred])
 
     # Save the model; `fittingroom predict runs/tutorial photo.png` and `fittingroom.load_model` use it.
-    fittingroom.save_model(OUT, model, model_info(config, data, model))
+    learner.save(OUT)
     print(f"Model saved in {OUT}")
 
 

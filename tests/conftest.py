@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CLASSES, bomb_png, make_images, write_idx_dataset  # noqa: F401  (re-exported for old imports)
+from helpers import write_idx_dataset
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, make_images, write_idx_dataset
 from fittingroom.cli import main
 from fittingroom.data import SplitData, load_dataset, split_validation, write_idx
 from fittingroom.evaluation.audit import (
@@ -18,6 +17,7 @@ from fittingroom.evaluation.audit import (
     near_duplicates,
 )
 from fittingroom.inference.saved import load_module
+from helpers import CLASSES, make_images, write_idx_dataset
 
 
 def planted(seed: int = 0):

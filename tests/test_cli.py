@@ -61,7 +61,7 @@ def test_train_then_predict_then_evaluate(tiny_data, tmp_path, capsys):
 
 
 def test_predict_image_files_and_report_bad_ones(tiny_run, tmp_path, capsys):
-    from conftest import make_images
+    from helpers import make_images
 
     images, labels = make_images(4, seed=7)
     paths = []
@@ -81,6 +81,7 @@ def test_predict_image_files_and_report_bad_ones(tiny_run, tmp_path, capsys):
     assert "notes.png: not a readable image" in captured.err
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, fragments", [
     (["train", "--preset", "nope"], ["unknown preset 'nope'", "seed"]),
     (["train", "--model", "vit"], ["unknown model 'vit'", "mlp"]),
@@ -96,6 +97,7 @@ def test_user_mistakes_get_one_line_and_no_run_folder(args, fragments, tmp_path)
     assert not out.exists()
 
 
+@pytest.mark.subprocess
 def test_data_not_found_in_the_named_dir_says_so_and_leaves_nothing(tmp_path):
     out = tmp_path / "run"
     code, _, err = run_cli("train", "--data", "mnist", "--data-dir", tmp_path / "empty", "--out", out,
@@ -105,6 +107,7 @@ def test_data_not_found_in_the_named_dir_says_so_and_leaves_nothing(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.subprocess
 def test_data_not_found_anywhere_lists_places_and_leaves_nothing(tmp_path):
     out = tmp_path / "run"
     code, _, err = run_cli("train", "--data", "mnist", "--out", out,
@@ -113,11 +116,13 @@ def test_data_not_found_anywhere_lists_places_and_leaves_nothing(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.subprocess
 def test_predict_on_a_folder_that_is_not_a_run(tmp_path):
     code, _, err = run_cli("predict", tmp_path, "--test-index", "0")
     assert_one_line_error(code, err, "not a run or model folder")
 
 
+@pytest.mark.subprocess
 def test_predict_non_image_only(tiny_run, tmp_path):
     bad = tmp_path / "x.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
@@ -125,6 +130,7 @@ def test_predict_non_image_only(tiny_run, tmp_path):
     assert code == 1 and "x.jpg: not a readable image" in err and "Traceback" not in err
 
 
+@pytest.mark.subprocess
 def test_corrupt_dataset_file_is_one_line(tiny_data, tmp_path):
     (tiny_data / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b" + b"garbage" * 10)
     code, _, err = run_cli("train", "--data", tiny_data, "--out", tmp_path / "run")
@@ -132,6 +138,7 @@ def test_corrupt_dataset_file_is_one_line(tiny_data, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.subprocess
 def test_wrong_magic_number_is_one_line(tiny_data, tmp_path):
     path = tiny_data / "t10k-labels-idx1-ubyte.gz"
     import gzip
@@ -141,11 +148,13 @@ def test_wrong_magic_number_is_one_line(tiny_data, tmp_path):
     assert_one_line_error(code, err, "t10k-labels-idx1-ubyte.gz")
 
 
+@pytest.mark.subprocess
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
     code, _, err = run_cli("train", "--resume", tmp_path)
     assert_one_line_error(code, err, "not a run folder (no config.json)")
 
 
+@pytest.mark.subprocess
 def test_out_folder_that_holds_a_run_is_not_overwritten(tiny_run, tiny_data):
     before = (tiny_run / "model.safetensors").read_bytes()
     code, _, err = run_cli("train", "--data", tiny_data, "--set", "validation_size=40", "--out", tiny_run)

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_images, write_idx_dataset
 from fittingroom import TrainConfig, train_run
 from fittingroom.cli import main
 from fittingroom.core.errors import DataError
@@ -24,6 +23,7 @@ from fittingroom.data import download, open_data
 from fittingroom.data.folder import ImageFiles, decode_all, read_pixel_csv
 from fittingroom.data.idx import parse_idx, read_idx, write_idx
 from fittingroom.data.splits import FolderOptions
+from helpers import make_images, write_idx_dataset
 from test_datasets import spec_for
 from test_folder import write_class_folders, write_csv
 
@@ -48,9 +48,11 @@ def server(tmp_path):
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    # a short poll: shutdown() waits for the loop to look (0.5 s by default)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     yield root, f"http://127.0.0.1:{httpd.server_address[1]}/"
     httpd.shutdown()
+    httpd.server_close()
 
 
 def bomb(header_shape: tuple[int, ...], zeros: int) -> bytes:
@@ -217,8 +219,9 @@ def test_a_header_declaring_more_than_the_limit_is_refused_unread(tmp_path):
 
 def test_a_mirror_serving_a_gzip_bomb_costs_megabytes(tiny_data, server):
     root, url = server
+    data = bomb((240,), 64 << 20)  # 64 MiB of zeros in 64 KiB
     for f in tiny_data.glob("*.gz"):
-        (root / f.name).write_bytes(bomb((240,), 64 << 20))
+        (root / f.name).write_bytes(data)
     tracemalloc.start()
     try:
         with pytest.raises(DataError, match="has trailing bytes"):

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_idx_dataset
 from fittingroom.core.errors import ConfigError, DataError
 from fittingroom.data import datasets as ds
 from fittingroom.data import open_data
 from fittingroom.data.download import download_dataset
 from fittingroom.data.idx import encode_idx, write_idx
+from helpers import write_idx_dataset
 
 
 def spec_for(folder: Path, name: str = "tiny") -> ds.DatasetSpec:
@@ -38,10 +38,11 @@ def server(tmp_path):
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    # a short poll: shutdown() waits for the loop to look (0.5 s by default)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     yield root, f"http://127.0.0.1:{httpd.server_address[1]}/"
     httpd.shutdown()
+    httpd.server_close()
 
 
 def test_load_dataset_finds_files_in_data_dir(tiny_data, monkeypatch):

@@ -30,6 +30,7 @@ def test_student_learns_from_a_finished_run(tiny_data, tiny_run, tmp_path):
     assert json.loads((tmp_path / "student" / "config.json").read_text())["teacher"] == str(tiny_run)
 
 
+@pytest.mark.slow  # two runs: the teacher, then the student
 def test_teacher_named_by_preset_is_trained_first_inside_the_run(tiny_data, tmp_path):
     config = TrainConfig(data=str(tiny_data), validation_size=40, epochs=2, batch_size=16, teacher="fast",
                          model_args={"hidden": [32]})

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_idx_dataset
+from helpers import write_idx_dataset
+
+pytestmark = pytest.mark.subprocess
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -87,10 +88,18 @@ def test_an_empty_out_folder_given_for_a_run_that_diverges_at_once_stays_empty(t
 
 
 # ---------------------------------------------------------------------------------------------------- resume
+@pytest.fixture(scope="module")
+def finished_once(tmp_path_factory):
+    """A complete one-epoch run, deterministic, trained once for this module's tests."""
+    root = tmp_path_factory.mktemp("finished")
+    data = write_idx_dataset(root / "data")
+    return train_run(tiny(data, epochs=1, deterministic=True), out=root / "run", verbose=False).path
+
+
 @pytest.fixture
-def finished(tiny_data, tmp_path):
-    """A complete one-epoch run, deterministic."""
-    return train_run(tiny(tiny_data, epochs=1, deterministic=True), out=tmp_path / "run", verbose=False).path
+def finished(finished_once, tmp_path):
+    """A copy of the complete one-epoch run, for one test to resume or damage."""
+    return shutil.copytree(finished_once, tmp_path / "run")
 
 
 def resume(run, *flags):
@@ -124,6 +133,7 @@ def test_resume_refuses_other_settings_and_names_them(finished, capsys, flags, n
     assert snapshot(finished) == before
 
 
+@pytest.mark.slow  # two runs
 def test_resume_with_more_epochs_extends_the_run_and_records_it(tiny_data, finished, tmp_path):
     reference = train_run(tiny(tiny_data, epochs=2, deterministic=True), out=tmp_path / "reference", verbose=False)
     assert resume(finished, "--epochs", "2", "--lr", "0.01") == 0  # the lr it already has is no change

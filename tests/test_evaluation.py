@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, make_images
 from fittingroom import TrainConfig, train_run
 from fittingroom.cli import main
-from fittingroom.data.splits import load_arrays
+from fittingroom.data.splits import read_arrays
 from fittingroom.evaluation.metrics import calibration
 from fittingroom.evaluation.test_set import METRICS_KEYS, caption, evaluate_run
 from fittingroom.figures.evaluation import confusion_png, reliability_png
 from fittingroom.figures.gallery import grid_layout, grid_png
 from fittingroom.inference.forward import predict_logits
 from fittingroom.inference.saved import load_module
+from helpers import CLASSES, make_images
 
 
 def decode(png: bytes) -> np.ndarray:
@@ -38,7 +38,7 @@ def run_copy(tiny_run, tmp_path):
 def recompute(run):
     """Predictions of the run's model on its test set, computed here independently."""
     model, info = load_module(run)
-    (_, (x_test, y_test)), _, _ = load_arrays(info["dataset"])
+    (_, (x_test, y_test)), *_ = read_arrays(info["dataset"])
     logp = predict_logits(model, x_test, tta=info.get("tta", False)).numpy()
     return x_test, y_test.astype(int), logp
 

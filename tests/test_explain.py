@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_images
 from fittingroom.evaluation.explain import examples_per_class, occlusion, patch_masks, saliency
 from fittingroom.inference.saved import load_module
 from fittingroom.models import create_model, list_models
+from helpers import make_images
 
 
 def corner_model(size: int = 12, corner: int = 4) -> nn.Module:

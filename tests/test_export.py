@@ -69,6 +69,7 @@ def test_cli_export_and_its_mistakes(tiny_run, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # seconds per model; the fast tests export the mlp (tiny_run, TTA)
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_exports_within_tolerance(name):
     model = create_model(name, input_shape=(28, 28), num_classes=10)

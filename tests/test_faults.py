@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import write_idx_dataset
 from fittingroom import TrainConfig, load_model, train_run
 from fittingroom.core import files as fsutil
 from fittingroom.core.errors import RunError
+from helpers import write_idx_dataset
 
 EPOCHS = 4
 
@@ -64,6 +64,7 @@ def kill_when(proc, run_dir, condition, timeout=300):
     assert proc.wait() == -signal.SIGKILL
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("moment", ["startup", "epoch 1", "epoch 2", "before the end"])
 def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_weights(data, reference, tmp_path, moment):
     out = tmp_path / "run"
@@ -87,6 +88,7 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_weights(data,
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(data, tmp_path):
     out = tmp_path / "run"
     proc = fittingroom(*train_args(data, out))
@@ -122,6 +124,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_data, 
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # two runs
 def test_resume_of_a_folder_killed_before_its_first_epoch_starts_over(tiny_data, tmp_path):
     config = TrainConfig(data=str(tiny_data), validation_size=40, epochs=2, batch_size=16, deterministic=True)
     reference = train_run(config, out=tmp_path / "reference", verbose=False)

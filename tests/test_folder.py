@@ -3,12 +3,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_images
 from fittingroom import TrainConfig, load_model, train_run
 from fittingroom.core.errors import DataError
 from fittingroom.data import open_data
 from fittingroom.data.folder import ImageFiles, fraction_split, read_pixel_csv
 from fittingroom.data.splits import FolderOptions
+from helpers import make_images
 
 CLASSES = ["boot", "coat", "dress", "hat"]
 
@@ -55,6 +55,7 @@ def test_image_folder_classes_come_from_folder_names(tmp_path):
     assert data.x_train[:, 0, :].mean() < 60
 
 
+@pytest.mark.slow  # two runs
 def test_streamed_folder_trains_exactly_like_the_in_memory_one(tmp_path):
     root = write_class_folders(tmp_path / "imgs")
     # fused=False: a streamed run always takes the general loop, and the comparison is of the data path alone

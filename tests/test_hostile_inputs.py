@@ -93,6 +93,7 @@ def bad_values(field: dataclasses.Field) -> st.SearchStrategy[str]:
     return choices
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(data=st.data())
 def test_train_refuses_every_bad_numeric_setting(data, tiny_idx, tmp_path):
@@ -126,6 +127,7 @@ def test_train_refuses_the_reported_values(args, fragment, tiny_idx, tmp_path):
         assert fragment in assert_refused(code, err)
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(config=st.dictionaries(st.sampled_from(["preset", "epochs", "lr", "model", "model_args", "data"]),
                               st.recursive(st.none() | st.booleans() | st.floats() | st.text(max_size=5),
@@ -157,6 +159,7 @@ def _image_folder(root: Path, files: dict[str, bytes]) -> Path:
     return root
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(blobs=st.lists(st.binary(max_size=64), min_size=1, max_size=4))
 def test_train_on_a_folder_of_junk_images_is_refused(blobs, tmp_path):
@@ -181,6 +184,7 @@ def test_train_on_a_folder_of_junk_images_is_refused(blobs, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(header=st.binary(min_size=0, max_size=24), body=st.binary(max_size=64))
 def test_train_on_junk_idx_files_is_refused(header, body, tiny_idx, tmp_path):
@@ -196,6 +200,7 @@ def test_train_on_junk_idx_files_is_refused(header, body, tiny_idx, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(rows=st.lists(st.lists(st.one_of(st.integers(-5, 300), st.text(max_size=3)), max_size=6), max_size=6))
 def test_train_on_an_odd_csv_is_refused(rows, tmp_path):
@@ -233,6 +238,7 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**
                                                                                        max_size=3), max_leaves=6)
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(field=st.sampled_from(["model", "model_args", "classes", "input_shape", "preprocessing", "unsure", "tta",
                               "weights_sha256", "params"]),
@@ -285,6 +291,7 @@ def test_runs_and_compare_list_a_run_with_odd_metrics(metrics, tiny_run, tmp_pat
 
 # ---------------------------------------------------------------- predict: files
 
+@pytest.mark.fuzz
 @FUZZ
 @given(blob=st.binary(max_size=256), suffix=st.sampled_from([".png", ".jpg", ".bmp", ".gif", ".ico", ".txt", ""]))
 def test_predict_on_junk_files(blob, suffix, tiny_run, tmp_path):

@@ -3,12 +3,15 @@
 import gzip
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fittingroom.core.errors import DataError
 from fittingroom.data.idx import IDX_DTYPES, encode_idx, parse_idx, read_idx
+
+pytestmark = pytest.mark.fuzz
 
 DTYPES = [d.newbyteorder("=") for d in IDX_DTYPES.values()]
 

@@ -12,8 +12,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import write_idx_dataset
 from fittingroom.training.callbacks import ProgressLogger
+from helpers import write_idx_dataset
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOTEBOOK = EXAMPLES / "tutorial.ipynb"
@@ -51,6 +51,7 @@ def test_the_committed_notebook_has_no_outputs():
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
 
 
+@pytest.mark.subprocess
 def test_the_notebook_runs_and_shows_summary_progress_pictures_and_predictions(tutorial_data, tmp_path, monkeypatch):
     text, pictures = _outputs(_execute(tmp_path, monkeypatch, str(tutorial_data)))
     assert "Total params: 266,004" in text  # the tutorial's MLP with 4 classes
@@ -64,6 +65,7 @@ def test_the_notebook_runs_and_shows_summary_progress_pictures_and_predictions(t
     assert re.search(r"^(zero|one|two|three) +0\.\d{4}$", text, re.MULTILINE)  # the photo's top classes
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_the_notebook_runs_on_fashion_mnist(real_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("FITTINGROOM_DATA", real_data_dir)
@@ -73,6 +75,7 @@ def test_the_notebook_runs_on_fashion_mnist(real_data_dir, tmp_path, monkeypatch
     assert "top-2 accuracy" in text and "the test image it was made from: " in text
 
 
+@pytest.mark.subprocess
 def test_the_script_runs_the_tutorial_steps_in_order(tutorial_data, tmp_path):
     env = {**os.environ, "FITTINGROOM_TUTORIAL_DATA": str(tutorial_data), "FITTINGROOM_TUTORIAL_EPOCHS": "1",
            "FITTINGROOM_TUTORIAL_OUT": str(tmp_path / "tutorial")}
@@ -84,6 +87,20 @@ def test_the_script_runs_the_tutorial_steps_in_order(tutorial_data, tmp_path):
     positions = [done.stdout.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions)
     assert (tmp_path / "tutorial" / "model.json").is_file() and (tmp_path / "tutorial" / "learning_curves.png").is_file()
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_the_script_predicts_the_tutorials_three_images_on_fashion_mnist(real_data_dir, tmp_path):
+    # One epoch of the seed recipe already gets the tutorial's [9 2 1] (the notebook test above checks the same).
+    env = {**os.environ, "FITTINGROOM_DATA": real_data_dir, "FITTINGROOM_TUTORIAL_EPOCHS": "1",
+           "FITTINGROOM_TUTORIAL_OUT": str(tmp_path / "tutorial")}
+    env.pop("FITTINGROOM_TUTORIAL_DATA", None)  # the script's default: fashion-mnist
+    done = subprocess.run([sys.executable, str(EXAMPLES / "tutorial.py")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "Total params: 266,610" in done.stdout and "Epoch 1/1 1719/1719" in done.stdout
+    assert "[9 2 1]\n['Ankle boot' 'Pullover' 'Trouser']\n" in done.stdout
 
 
 class KernelStream:

@@ -448,18 +448,18 @@ def test_cli_evaluate_report_and_audit_of_a_read_only_run_are_one_line(tiny_run,
 # ---------------------------------------------------------------- the CLI's last resort
 
 def test_cli_an_oserror_naming_a_file_is_one_line_and_others_keep_their_traceback(tiny_run, capsys, monkeypatch):
-    from fittingroom.cli import report
+    from fittingroom.cli import evaluate
 
     def full(args):
         raise OSError(errno.ENOSPC, "No space left on device", "/somewhere/file")
 
-    monkeypatch.setattr(report, "cmd_evaluate", full)
+    monkeypatch.setattr(evaluate, "cmd_evaluate", full)
     assert main(["evaluate", str(tiny_run)]) == 1
     assert "/somewhere/file: No space left on device" in one_line(capsys.readouterr().err)
 
     def bug(args):
         raise OSError("no errno, no file: a bug")
 
-    monkeypatch.setattr(report, "cmd_evaluate", bug)
+    monkeypatch.setattr(evaluate, "cmd_evaluate", bug)
     with pytest.raises(OSError, match="a bug"):
         main(["evaluate", str(tiny_run)])

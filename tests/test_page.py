@@ -14,6 +14,8 @@ from fittingroom.inference.predictor import Predictor
 from fittingroom.runfolder.data import run_test_set
 from fittingroom.serve import create_app
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]

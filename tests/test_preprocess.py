@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import bomb_png
 from fittingroom.core.errors import ImageError
 from fittingroom.data.preprocess import ImageTooLarge, Preprocessing, load_image, open_image, prepare
+from helpers import bomb_png
 
 
 def garment(h: int = 28, w: int = 28) -> np.ndarray:
@@ -155,7 +155,7 @@ def test_fit_finds_mnist_framing_by_centre_of_mass():
 
 
 def test_fit_leaves_position_alone_when_it_carries_the_class():
-    from conftest import make_images
+    from helpers import make_images
 
     images, _ = make_images(200)  # the class is which quadrant the square is in
     prep = Preprocessing.fit(images)

@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import make_images, write_idx_dataset
 from fittingroom import TrainConfig, train_run
 from fittingroom.cli import main
 from fittingroom.core.errors import DataError
@@ -17,6 +16,7 @@ from fittingroom.data.provenance import RECORD, read_record
 from fittingroom.evaluation.manifest import dataset_checksums
 from fittingroom.evaluation.test_set import evaluate_run
 from fittingroom.runfolder.data import load_data, run_test_set
+from helpers import make_images, write_idx_dataset
 from test_datasets import spec_for
 from test_folder import write_class_folders, write_csv
 

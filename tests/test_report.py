@@ -136,11 +136,13 @@ def check_rendered(path, images: int):
         assert view["overflow"] <= 0, f"the page scrolls sideways at {view['width']} px"
 
 
+@pytest.mark.browser
 def test_report_renders_in_headless_chromium_with_all_its_images(tiny_run, tmp_path):
     path = write_report(tiny_run, tmp_path / "report.html")
     check_rendered(path, images=5)
 
 
+@pytest.mark.browser
 @pytest.mark.slow
 def test_real_run_report_with_audit_renders_in_chromium(real_data_dir, tmp_path):
     # One quick epoch on 10,000 training images; evaluated on all 10,000 test images, audited on all 70,000.

@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import bomb_png
 from fittingroom.core.errors import ImageError
 from fittingroom.inference.predictor import Predictor
 from fittingroom.runfolder.data import run_test_set
 from fittingroom.serve import Limits, create_app
 from fittingroom.serve.batching import MicroBatcher
+from helpers import bomb_png
 
 LIMITS = Limits(max_file_bytes=200_000, max_request_bytes=600_000, max_files=4, max_pixels=2_000_000)
 

@@ -6,6 +6,8 @@ from hypothesis import HealthCheck, given, settings
 
 from fittingroom.serve import create_app
 
+pytestmark = pytest.mark.fuzz
+
 
 @pytest.fixture(scope="module")
 def app(tiny_run):

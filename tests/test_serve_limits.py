@@ -411,6 +411,7 @@ def test_every_answer_has_nosniff_and_docs_has_a_csp_for_its_inline_script(clien
     assert f"'sha256-{digest}'" in csp and "'unsafe-eval'" not in csp and "frame-ancestors 'none'" in csp
 
 
+@pytest.mark.browser
 def test_docs_page_runs_under_its_csp_in_a_browser(tiny_run):
     from playwright.sync_api import sync_playwright
 

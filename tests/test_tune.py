@@ -144,6 +144,7 @@ def test_tune_prunes_a_bad_trial_and_marks_its_folder(base, tmp_path):
     assert json.loads(paths.summary.read_text())["trials"] == {"complete": 1, "pruned": 1, "failed": 0, "running": 0}
 
 
+@pytest.mark.slow  # three studies, seven trials
 def test_tune_continues_a_study_and_evaluates_each_winner_on_test_once(base, tmp_path, monkeypatch):
     import fittingroom.tuning.study as tune_module
 
@@ -176,6 +177,7 @@ class InterruptSecondTrial(Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow  # two studies, five trials
 def test_an_interrupted_study_is_continued_by_the_same_call(base, tmp_path):
     space = parse_space(SPACE)
     with pytest.raises(TrainingInterrupted, match="run the same command again"):
@@ -186,6 +188,7 @@ def test_an_interrupted_study_is_continued_by_the_same_call(base, tmp_path):
     assert summary["trials"]["failed"] == 1  # the interrupted trial, kept apart and not counted
 
 
+@pytest.mark.slow  # waits 4.5 s for a heartbeat to go stale
 @pytest.mark.filterwarnings("ignore")  # Optuna's, about driving a trial by hand as this test does
 def test_a_trial_whose_process_died_is_marked_failed_by_the_next_run(base, tmp_path, monkeypatch):
     import time
@@ -217,6 +220,7 @@ def test_a_study_refuses_to_continue_with_other_settings(base, tmp_path):
         tune(base, out=tmp_path / "study", space=parse_space({"lr": SPACE["lr"]}), trials=2, verbose=False)
 
 
+@pytest.mark.slow  # two studies
 def test_a_study_begun_before_a_setting_existed_continues(base, tmp_path):
     tune(base, out=tmp_path / "study", space=parse_space(SPACE), trials=1, verbose=False)
     study_json = StudyPaths(tmp_path / "study").study_json
@@ -228,6 +232,7 @@ def test_a_study_begun_before_a_setting_existed_continues(base, tmp_path):
         tune(base.replace(label_smoothing=0.1), out=tmp_path / "study", space=parse_space(SPACE), trials=1, verbose=False)
 
 
+@pytest.mark.slow  # a study, then a run
 def test_cli_tune_then_train_with_the_best_config(tiny_data, tmp_path, capsys):
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"lr": SPACE["lr"]}))

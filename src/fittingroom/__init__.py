@@ -3,13 +3,15 @@
 The tutorial in five lines::
 
     import fittingroom
-    (x_train, y_train), (x_test, y_test) = fittingroom.load_dataset("fashion-mnist")
-    run = fittingroom.train_run(fittingroom.TrainConfig.from_preset("seed"))
-    model = fittingroom.load_model(run.path)
-    model.predict(x_test[:3] / 255.0)   # array([9, 2, 1])
+    learner = fittingroom.Learner("mlp", "fashion-mnist")   # the tutorial's model, data and recipe
+    learner.fit()                                           # 30 epochs of SGD, validated after each
+    learner.evaluate()                                      # {'accuracy': ..., 'loss': ...} on the test set
+    learner.predict(learner.data.x_test[:3])                # array([9, 2, 1])
 
-``__all__`` is the supported surface. Importing the package is cheap: each name is imported from its
-module on first use (PEP 562), so ``fittingroom --help`` and ``import fittingroom`` do not load PyTorch.
+``fittingroom.train_run(config)`` does the same into a run folder, as ``fittingroom train`` does.
+``__all__`` is the supported surface (docs/api.md describes it). Importing the package is cheap: each
+name is imported from its module on first use (PEP 562), so ``fittingroom --help`` and
+``import fittingroom`` do not load PyTorch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _EXPORTS = {
     "save_model": "inference.saved",
     "PRESETS": "config.train_config",
     "TrainConfig": "config.train_config",
-    "list_datasets": "data.datasets",
+    "list_datasets": "data.catalog",
     "load_dataset": "data.datasets",
     "open_data": "data.splits",
     "read_idx": "data.idx",
@@ -39,17 +41,24 @@ _EXPORTS = {
     "register_model": "models.registry",
     "RunResult": "training.run",
     "train_run": "training.run",
+    "Learner": "training.learner",
+    "Callback": "training.callbacks",
+    "SplitData": "data.splits",
+    "plot_learning_curves": "figures.curves",
     "Predictor": "inference.predictor",
     "model_summary": "models.summary",
 }
 
 __all__ = [  # the supported surface: every name below, and nothing else
     "__version__",
+    "Callback",
     "Classifier",
     "FittingroomError",
+    "Learner",
     "PRESETS",
     "Predictor",
     "RunResult",
+    "SplitData",
     "TrainConfig",
     "count_params",
     "create_model",
@@ -60,6 +69,7 @@ __all__ = [  # the supported surface: every name below, and nothing else
     "load_model",
     "model_summary",
     "open_data",
+    "plot_learning_curves",
     "read_idx",
     "register_model",
     "save_model",
@@ -84,12 +94,16 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .config.train_config import PRESETS, TrainConfig
     from .core.errors import FittingroomError
-    from .data.datasets import list_datasets, load_dataset
+    from .data.catalog import list_datasets
+    from .data.datasets import load_dataset
     from .data.idx import read_idx, write_idx
-    from .data.splits import open_data
+    from .data.splits import SplitData, open_data
+    from .figures.curves import plot_learning_curves
     from .inference.export import export_onnx
     from .inference.predictor import Predictor
     from .inference.saved import Classifier, load_model, save_model
     from .models.registry import count_params, create_model, list_models, register_model
     from .models.summary import model_summary
+    from .training.callbacks import Callback
+    from .training.learner import Learner
     from .training.run import RunResult, train_run

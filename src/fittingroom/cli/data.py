@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..core.errors import DataError
-from ..data import datasets as ds
-from ..data.download import download_dataset
+from ..data.catalog import get_spec, list_datasets
 from .evaluate import refresh_report
 
+if TYPE_CHECKING:
+    from ..data.catalog import DatasetSpec
 
-def _located(args) -> tuple[ds.DatasetSpec, dict]:
-    spec = ds.get_spec(args.dataset)
+# The commands import what they need when they run: building the parser (`fittingroom --help`) reads the
+# catalog only, and `data info` never loads PyTorch.
+
+
+def _located(args) -> tuple[DatasetSpec, dict]:
+    from ..data import datasets as ds
+
+    spec = get_spec(args.dataset)
     paths = ds.locate(spec, args.data_dir)
     if paths is None:
         raise DataError(ds.not_found_message(spec, args.data_dir))
@@ -22,6 +28,10 @@ def _located(args) -> tuple[ds.DatasetSpec, dict]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..data import datasets as ds
+
     spec, paths = _located(args)
     (x_train, y_train), (x_test, y_test) = ds.load_files(spec, paths, verify=False)
     info = {
@@ -48,6 +58,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from ..data import datasets as ds
+
     spec, paths = _located(args)
     for split, path in paths.items():
         ds.read_verified(spec, split, path, verify=True)
@@ -58,7 +70,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    spec = ds.get_spec(args.dataset)
+    from ..data.download import download_dataset
+
+    spec = get_spec(args.dataset)
     mirrors = (args.mirror,) if args.mirror else None
     paths = download_dataset(spec, args.data_dir, mirrors)
     for path in paths.values():
@@ -117,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub.required = True
 
     def common(q):
-        q.add_argument("--dataset", default="fashion-mnist", help=f"one of: {', '.join(ds.list_datasets())}")
+        q.add_argument("--dataset", default="fashion-mnist", help=f"one of: {', '.join(list_datasets())}")
         q.add_argument("--data-dir", help="the folder holding the dataset's files; when given (or FITTINGROOM_DATA is "
                                           "set) only it is searched")
 

@@ -22,8 +22,9 @@ def _output(path: str | None, force: bool) -> Path | None:
 def refresh_report(run: str) -> Path | None:
     """Rewrite ``RUN/report.html`` if the run has one, so it shows what was just computed."""
     from ..evaluation.report import write_report
+    from ..runfolder.paths import RunPaths
 
-    return write_report(run) if (Path(run) / "report.html").is_file() else None
+    return write_report(run) if RunPaths(run).report.is_file() else None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -57,10 +58,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from ..core.files import is_special
     from ..evaluation.report import write_report
-    from ..evaluation.test_set import EVALUATION_DIR, evaluate_run
+    from ..evaluation.test_set import evaluate_run
+    from ..runfolder.paths import RunPaths
 
     out = _output(args.out, args.force)
-    if not (Path(args.run) / EVALUATION_DIR / "evaluation.json").is_file():
+    if not RunPaths(args.run).evaluation_json.is_file():
         from ..inference.saved import read_model_info
 
         read_model_info(args.run)  # a clear error for a folder that is not a run, before loading any data

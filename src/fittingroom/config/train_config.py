@@ -33,7 +33,13 @@ MAX_INT = 2**31 - 1  # sizes and counts: what a 32-bit index (and torch's size a
 
 @dataclass
 class TrainConfig:
-    """Everything that determines a training run."""
+    """Everything that determines a training run: data, model, optimisation, augmentation, callbacks.
+
+    Example:
+        >>> config = fittingroom.TrainConfig.from_preset("seed").replace(epochs=5, lr=0.05)
+        >>> config.optimizer, config.batch_size, config.epochs
+        ('sgd', 32, 5)
+    """
 
     preset: str = "seed"
     # data

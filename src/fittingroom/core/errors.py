@@ -7,7 +7,15 @@ with no traceback. Everything else is a bug and keeps its traceback.
 
 
 class FittingroomError(Exception):
-    """A problem the user can fix. The message says what was wrong and what to do."""
+    """A problem the user can fix. The message says what was wrong and what to do.
+
+    Example:
+        >>> try:
+        ...     fittingroom.Learner("mlp", "fashion-mnist", lr=-1)
+        ... except fittingroom.FittingroomError as exc:
+        ...     print(f"error: {exc}")
+        error: `lr` must be a positive number; received lr=-1
+    """
 
 
 class DataError(FittingroomError):

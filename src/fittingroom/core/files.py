@@ -23,11 +23,14 @@ Every file fittingroom writes goes through here, with one rule for where the byt
 A failed write (a full disk, a read-only or missing folder, a parent that is a file)
 removes the temporary file, keeps the previous version of the target, and raises a
 one-line :class:`~fittingroom.errors.RunError` that names the path and what to do.
+
+:func:`file_sha256` gives the digest by which a file written once (weights, data) is recognised later.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -265,3 +268,12 @@ def staging_folder(target: str | os.PathLike) -> Path:
         shutil.rmtree(folder, ignore_errors=True)
         raise write_error(target, exc) from None
     return folder
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes as hex, read in chunks: a large file need not fit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

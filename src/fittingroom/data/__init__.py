@@ -1,11 +1,53 @@
-"""Datasets: IDX files, the named datasets, and the train/validation/test split."""
+"""Datasets: IDX files, the named datasets, and the train/validation/test split.
 
-from .datasets import DATASETS, DatasetSpec, cache_dir, get_spec, list_datasets, load_dataset, load_idx_folder, locate
-from .download import download_dataset
-from .idx import read_idx, write_idx
-from .splits import SplitData, open_data, split_validation
+Each name below is imported from its module on first use (PEP 562): ``fittingroom data info`` needs the
+catalog and the IDX reader, not the splits and their PyTorch datasets.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module of this package that defines it
+_EXPORTS = {
+    "DATASETS": "datasets", "DatasetSpec": "datasets", "cache_dir": "datasets", "get_spec": "datasets",
+    "list_datasets": "datasets", "load_dataset": "datasets", "load_idx_folder": "datasets", "locate": "datasets",
+    "download_dataset": "download",
+    "read_idx": "idx", "write_idx": "idx",
+    "SplitData": "splits", "open_data": "splits", "split_validation": "splits",
+}
 
 __all__ = [
     "DATASETS", "DatasetSpec", "SplitData", "cache_dir", "download_dataset", "get_spec", "list_datasets",
     "load_dataset", "load_idx_folder", "locate", "open_data", "read_idx", "split_validation", "write_idx",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .datasets import (
+        DATASETS,
+        DatasetSpec,
+        cache_dir,
+        get_spec,
+        list_datasets,
+        load_dataset,
+        load_idx_folder,
+        locate,
+    )
+    from .download import download_dataset
+    from .idx import read_idx, write_idx
+    from .splits import SplitData, open_data, split_validation

@@ -78,7 +78,12 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def list_datasets() -> list[str]:
-    """Names of the datasets ``load_dataset`` knows."""
+    """Names of the datasets ``load_dataset`` knows.
+
+    Example:
+        >>> fittingroom.list_datasets()
+        ['fashion-mnist', 'mnist']
+    """
     return sorted(DATASETS)
 
 

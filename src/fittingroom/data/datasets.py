@@ -232,7 +232,7 @@ def load_idx_folder(folder: str | os.PathLike, classes: list[str] | None = None)
 def read_idx_folder(folder: str | os.PathLike, classes: list[str] | None = None
                     ) -> tuple[Arrays, list[str], dict[str, dict]]:
     """``load_idx_folder``, and for each of the four files its path, size and the SHA-256 of its content."""
-    from .folder import read_class_names
+    from .folder import CLASSES_FILE, read_class_names
 
     folder = Path(folder)
     paths = {split: find_file(folder, fname) for split, fname in _MNIST_FILES.items()}
@@ -247,8 +247,8 @@ def read_idx_folder(folder: str | os.PathLike, classes: list[str] | None = None
     for part in ("train", "test"):
         check_pair(arrays[f"{part}-images"], arrays[f"{part}-labels"], f"{folder} ({part})")
     check_same_size(arrays["train-images"], arrays["test-images"], str(folder))
-    if classes is None and (folder / "classes.txt").is_file():
-        classes = read_class_names(folder / "classes.txt")
+    if classes is None and (folder / CLASSES_FILE).is_file():
+        classes = read_class_names(folder / CLASSES_FILE)
     names = check_labels(str(folder), arrays["train-labels"], arrays["test-labels"], classes)
     data = (arrays["train-images"], arrays["train-labels"]), (arrays["test-images"], arrays["test-labels"])
     return data, names, files

@@ -18,7 +18,6 @@ would silently change the dataset and its split).
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -29,9 +28,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import DataError, FittingroomError
+from .preprocess import IMAGE_SUFFIXES
 
 MAX_NAMES_BYTES = 10 << 20  # a class-names file larger than this is not one (10,000 names of 1 KB)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+CLASSES_FILE = "classes.txt"  # the class names, one a line, read from beside a dataset when no others are given
 
 
 class ImageFiles(Dataset):
@@ -174,15 +174,6 @@ def scan_class_folders(root: str | os.PathLike) -> tuple[list[str], np.ndarray, 
         raise DataError(f"{root}: only one class folder ({classes[0]}); a classifier needs at least two classes, "
                         f"each in its own sub-folder")
     return paths, np.asarray(labels, dtype=np.int64), classes
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_pixel_csv(path: str | os.PathLike, input_shape: tuple[int, int] = (28, 28)) -> tuple[np.ndarray, np.ndarray]:

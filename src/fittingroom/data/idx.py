@@ -137,7 +137,12 @@ def parse_idx(data: bytes, name: str = "<bytes>", max_bytes: int = MAX_IDX_BYTES
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (gzipped or raw) into a native-endian numpy array."""
+    """Read an IDX file (gzipped or raw) into a native-endian numpy array.
+
+    Example:
+        >>> fittingroom.read_idx("t10k-labels-idx1-ubyte.gz")[:3]
+        array([9, 2, 1], dtype=uint8)
+    """
     return parse_idx(read_bytes(path), str(path))
 
 
@@ -155,7 +160,12 @@ def encode_idx(array: np.ndarray) -> bytes:
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:
-    """Write ``array`` as an IDX file; gzipped when ``compress`` or when the name ends in ``.gz``."""
+    """Write ``array`` as an IDX file; gzipped when ``compress`` or when the name ends in ``.gz``.
+
+    Example:
+        >>> fittingroom.write_idx("mine/train-images-idx3-ubyte.gz", x_train)  # uint8 (N, 28, 28)
+        PosixPath('mine/train-images-idx3-ubyte.gz')
+    """
     path = Path(path)
     data = encode_idx(array)
     if compress if compress is not None else path.suffix == ".gz":

@@ -38,6 +38,8 @@ WORK_SIDE = 512  # large photos are reduced to this longest side first (18x the 
 # JPEG 2000 or the other two dozen Pillow knows; TIFF stays because photo scanners and class folders use it
 DECODE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 FORMATS = "PNG, JPEG, GIF, BMP, WebP or TIFF"
+# the file suffixes taken as images of those formats, where a folder is searched for images
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 class ImageTooLarge(ImageError):

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import DataError, RunError
-from ..core.files import write_text
+from ..core.files import file_sha256, write_text
 from .datasets import DATASETS, read_idx_folder
-from .folder import class_folders, class_images, display_name, file_sha256
+from .folder import class_folders, class_images, display_name
 from .splits import (
     FolderOptions,
     SplitData,

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ConfigError, DataError
+from ..core.files import file_sha256
 from .datasets import DATASETS, check_labels, get_spec, load_dataset_files, read_idx_folder
 from .folder import (
+    CLASSES_FILE,
     ImageFiles,
     decode_all,
-    file_sha256,
     fraction_split,
     read_class_names,
     read_pixel_csv,
@@ -40,6 +41,11 @@ class SplitData:
 
     The images are numpy arrays, or :class:`~fittingroom.data.folder.ImageFiles`
     (decoded on demand) for an image folder too large for memory.
+
+    Example:
+        >>> data = fittingroom.open_data("fashion-mnist")
+        >>> data.x_train.shape, data.x_val.shape, data.x_test.shape, data.classes[9]
+        ((55000, 28, 28), (5000, 28, 28), (10000, 28, 28), 'Ankle boot')
     """
 
     name: str
@@ -89,13 +95,9 @@ def split_validation(x: np.ndarray, y: np.ndarray, validation_size: int):
     return (x[validation_size:], y[validation_size:]), (x[:validation_size], y[:validation_size])
 
 
-def load_arrays(data: str, data_dir: str | os.PathLike | None = None, download: bool = True):
-    """``((x_train, y_train), (x_test, y_test)), classes, source`` for a dataset name or a folder of IDX files."""
-    return read_arrays(data, data_dir, download)[:3]
-
-
 def read_arrays(data: str, data_dir: str | os.PathLike | None = None, download: bool = True):
-    """``load_arrays``, and the details of where the data came from (``kind`` and each file read)."""
+    """``((x_train, y_train), (x_test, y_test)), classes, source, details`` for a dataset name or a folder of IDX
+    files; ``details`` says where the data came from (``kind`` and each file read)."""
     if data in DATASETS:
         spec = get_spec(data)
         arrays, paths = load_dataset_files(data, data_dir, download=download)
@@ -114,8 +116,8 @@ def _names_file(options: FolderOptions, beside: Path) -> list[str] | None:
     """Class names from ``options.class_names``, else from a classes.txt beside the data, else None."""
     if options.class_names:
         return read_class_names(options.class_names)
-    if (beside / "classes.txt").is_file():
-        return read_class_names(beside / "classes.txt")
+    if (beside / CLASSES_FILE).is_file():
+        return read_class_names(beside / CLASSES_FILE)
     return None
 
 
@@ -204,7 +206,21 @@ def open_data(
     download: bool = True,
     options: FolderOptions | None = None,
 ) -> SplitData:
-    """Load ``data`` (a dataset name, a folder of IDX files, a CSV file or a folder of class folders) and split it."""
+    """Load ``data`` (a dataset name, a folder of IDX files, a CSV file or a folder of class folders) and split it.
+
+    Args:
+        data: a name from ``list_datasets()``, a folder of the four IDX files, a Kaggle-layout CSV file,
+            or a folder with one sub-folder of images per class.
+        data_dir: where a named dataset's files are, if not in the usual places.
+        validation_size: a dataset or IDX folder: the first N training images validate, as in the tutorial.
+        download: fetch a named dataset into the cache when it is found nowhere.
+        options: how image folders and single CSV files are split (fractions, seed) and held.
+
+    Example:
+        >>> data = fittingroom.open_data("fashion-mnist", validation_size=5000)
+        >>> data.x_train.shape, data.x_val.shape
+        ((55000, 28, 28), (5000, 28, 28))
+    """
     options = options or FolderOptions()
     path = Path(data)
     if data not in DATASETS and path.suffix.lower() == ".csv":

@@ -31,9 +31,10 @@ from ..core.files import make_folder, write_bytes, write_error, write_json
 from ..data.splits import SplitData
 from ..figures.evaluation import class_balance_png
 from ..figures.gallery import grid_png
+from ..runfolder.paths import AUDIT_FIGURES, AUDIT_JSON, RunPaths
 
 LISTED = 100  # pairs and candidates kept in audit.json
-FILES = ("audit.json", "class_balance.png", "near_duplicates.png", "mislabelled.png")  # what an audit folder holds
+FILES = (AUDIT_JSON, *AUDIT_FIGURES.values())  # what an audit folder holds
 SHOWN = 16  # images in each gallery
 
 
@@ -135,14 +136,14 @@ def audit_data(data: SplitData, threshold: float = 0.99, model=None, run: str | 
             "pairs": [{"test": i, "train": j, "similarity": s, "test_class": classes[y_test[i]],
                        "train_class": classes[y_pool[j]]} for i, j, s in near[:LISTED]]},
     }
-    figures = {"class_balance.png": class_balance_png(balance, classes)}
+    figures = {AUDIT_FIGURES["class_balance"]: class_balance_png(balance, classes)}
     if near:
         shown = near[:SHOWN // 2]
         pictures = [img for i, j, _ in shown for img in (x_test[i], x_pool[j])]
         captions = [c for i, j, s in shown for c in (f"test #{i}\n{classes[y_test[i]]}",
                                                      f"train #{j} ({s:.3f})\n{classes[y_pool[j]]}")]
-        figures["near_duplicates.png"] = grid_png(pictures, captions, ncols=8,
-                                                  title="near duplicates: test image, then its closest training image")
+        figures[AUDIT_FIGURES["near_duplicates"]] = grid_png(
+            pictures, captions, ncols=8, title="near duplicates: test image, then its closest training image")
     if model is not None:
         t0 = time.perf_counter()
         order, logp, losses = mislabelled_candidates(model, x_pool, y_pool, precision=precision, tta=tta)
@@ -152,7 +153,7 @@ def audit_data(data: SplitData, threshold: float = 0.99, model=None, run: str | 
                  "predicted_class": classes[predicted[i]], "probability": float(np.exp(logp[i, predicted[i]])),
                  "label_probability": float(np.exp(logp[i, y_pool[i]])), "loss": float(losses[i])} for i in order]
         result["mislabelled"] = {"run": run, "candidates": rows}
-        figures["mislabelled.png"] = grid_png(
+        figures[AUDIT_FIGURES["mislabelled"]] = grid_png(
             list(x_pool[order[:SHOWN]]),
             [f"train #{r['index']}\nlabel: {r['class']}\nmodel: {r['predicted_class']} {r['probability']:.2f}"
              for r in rows[:SHOWN]], title="training images the model most disagrees with")
@@ -182,7 +183,7 @@ def write_audit(folder: str | os.PathLike, result: dict[str, Any], figures: dict
     did not draw are removed, so the folder always describes one audit. Without ``overwrite``, a file of
     an earlier audit is an error instead."""
     folder = make_folder(folder)
-    for stale in ("near_duplicates.png", "mislabelled.png"):
+    for stale in (AUDIT_FIGURES["near_duplicates"], AUDIT_FIGURES["mislabelled"]):  # drawn only when there is something to show
         if stale not in figures and overwrite:
             try:
                 (folder / stale).unlink(missing_ok=True)
@@ -190,7 +191,7 @@ def write_audit(folder: str | os.PathLike, result: dict[str, Any], figures: dict
                 raise write_error(folder / stale, exc) from None
     for name, png in figures.items():
         write_bytes(folder / name, png, overwrite)
-    write_json(folder / "audit.json", result, overwrite)
+    write_json(folder / AUDIT_JSON, result, overwrite)
     return folder
 
 
@@ -218,11 +219,11 @@ def audit(data: str = "fashion-mnist", data_dir: str | None = None, run: str | o
         from ..inference.saved import load_module
 
         model, info = load_module(run)
-        config = (TrainConfig.load(Path(run) / "config.json") if (Path(run) / "config.json").is_file()
-                  else TrainConfig(data=info.get("dataset", data)))
+        paths = RunPaths(run)
+        config = TrainConfig.load(paths.config) if paths.config.is_file() else TrainConfig(data=info.get("dataset", data))
         tta = bool(info.get("tta", False))
         precision = run_precision(run)
     split = load_data(config.replace(data_dir=data_dir, validation_size=validation_size), run=run)
     result, figures = audit_data(split, threshold, model, str(run) if run is not None else None, precision, tta)
-    folder = Path(out) if out else (Path(run) / "audit" if run is not None else Path(f"audit-{Path(config.data).name}"))
+    folder = Path(out) if out else (RunPaths(run).audit if run is not None else Path(f"audit-{Path(config.data).name}"))
     return result, write_audit(folder, result, figures, overwrite=out is None or force)

@@ -10,6 +10,7 @@ import math
 import os
 from typing import Any
 
+from ..core.console import text_table
 from ..runfolder.files import number, text
 from .run_view import RunView, load_run
 
@@ -56,13 +57,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     header = ["run"] + [title for title, _ in COLUMNS]
     body = [[row["run"]] + [_cell(row[key], key) for _, key in COLUMNS] for row in rows]
     accuracies = [row["test_accuracy"] for row in rows if row["test_accuracy"] is not None]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = []
-    for line, row in zip([header, *body], [None, *rows]):
-        text = "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
-        best = row is not None and len(rows) > 1 and accuracies and row["test_accuracy"] == max(accuracies)
-        lines.append(text + ("  <" if best else ""))
-    return "\n".join(lines)
+    lines = text_table([header, *body], [i >= 3 for i in range(len(header))])  # run, model, preset: names
+    best = [len(rows) > 1 and bool(accuracies) and row["test_accuracy"] == max(accuracies) for row in rows]
+    return "\n".join([lines[0]] + [line + ("  <" if b else "") for line, b in zip(lines[1:], best)])
 
 
 def text_chart(series: dict[str, list[float]], title: str = "", width: int = 60, height: int = 12) -> str:

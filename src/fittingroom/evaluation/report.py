@@ -20,12 +20,11 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..core.files import write_text
+from ..runfolder.paths import AUDIT_DIR, AUDIT_FIGURES, CURVES, EVALUATION_DIR, EVALUATION_FIGURES, RunPaths
 from .manifest import run_manifest
 from .run_view import RunView, load_run
 
 TEMPLATES = Path(__file__).parent / "templates"
-EVALUATION_FIGURES = ("confusion", "highest_loss", "reliability", "explanations")
-AUDIT_FIGURES = ("class_balance", "near_duplicates", "mislabelled")
 
 
 def data_uri(path: Path | None) -> str | None:
@@ -77,11 +76,11 @@ def build_report(run: str | os.PathLike) -> str:
         title=f"{view.name}: {view.info['model']} on {Path(str(view.info.get('dataset', ''))).name}",
         run=view,
         headline=headline(view),
-        curves=data_uri(view.file("learning_curves.png")),
+        curves=data_uri(view.file(CURVES)),
         evaluation=view.evaluation,
-        figures={name: data_uri(view.file(f"evaluation/{name}.png")) for name in EVALUATION_FIGURES},
+        figures={key: data_uri(view.file(f"{EVALUATION_DIR}/{name}")) for key, name in EVALUATION_FIGURES.items()},
         audit=view.audit,
-        audit_figures={name: data_uri(view.file(f"audit/{name}.png")) for name in AUDIT_FIGURES},
+        audit_figures={key: data_uri(view.file(f"{AUDIT_DIR}/{name}")) for key, name in AUDIT_FIGURES.items()},
         manifest=run_manifest(view.info, view.metrics, view.path),
         generated=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     )
@@ -92,5 +91,5 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, f
     ``out``, which must not exist yet unless ``force``."""
     html = build_report(run)
     if out is None:
-        return write_text(Path(run) / "report.html", html)
+        return write_text(RunPaths(run).report, html)
     return write_text(out, html, overwrite=force)

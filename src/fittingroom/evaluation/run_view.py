@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runfolder.files import clean_metrics, read_history, read_run_json, read_text
+from ..runfolder.files import clean_metrics, read_history, read_optional_json, read_text
+from ..runfolder.paths import RunPaths
 
 
 @dataclass
@@ -37,15 +38,15 @@ def load_run(run: str | os.PathLike) -> RunView:
     """Read a run (or model) folder; a folder without ``model.json`` is a one-line error."""
     from ..inference.saved import read_model_info
 
-    path = Path(run)
-    info = read_model_info(path)
+    paths = RunPaths(run)
+    info = read_model_info(paths.root)
     return RunView(
-        path=path,
+        path=paths.root,
         info=info,
-        config=read_run_json(path, "config.json"),
-        metrics=clean_metrics(read_run_json(path, "metrics.json")),
-        history=read_history(path / "history.csv"),
-        summary=read_text(path / "summary.txt"),
-        evaluation=read_run_json(path, "evaluation/evaluation.json"),
-        audit=read_run_json(path, "audit/audit.json"),
+        config=read_optional_json(paths.config),
+        metrics=clean_metrics(read_optional_json(paths.metrics)),
+        history=read_history(paths.history),
+        summary=read_text(paths.summary),
+        evaluation=read_optional_json(paths.evaluation_json),
+        audit=read_optional_json(paths.audit_json),
     )

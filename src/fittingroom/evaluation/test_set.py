@@ -16,7 +16,8 @@ few images per class (:mod:`fittingroom.explain`) and writes:
 ==================== ==========================================================
 
 and adds the new figures (``test_top2_accuracy``, ``test_macro_f1``,
-``test_ece``, ...) to ``metrics.json``.
+``test_ece``, ...: :func:`evaluation_metrics`) to ``metrics.json``. A training run
+computes them before it writes its ``metrics.json``, so that file is written once.
 """
 
 from __future__ import annotations
@@ -38,10 +39,17 @@ from ..core.files import make_folder, write_bytes, write_json, write_text
 from ..figures.evaluation import confusion_png, reliability_png
 from ..figures.gallery import explanations_png, grid_png
 from ..runfolder.files import read_json, run_precision
+from ..runfolder.paths import (
+    CONFUSION_CSV,
+    EVALUATION_DIR,  # noqa: F401  (the CLI names the folder from here)
+    EVALUATION_FIGURES,
+    EVALUATION_JSON,
+    PER_CLASS_CSV,
+    RunPaths,
+)
 from .explain import examples_per_class, occlusion, saliency
 from .metrics import classification_metrics, per_example_loss
 
-EVALUATION_DIR = "evaluation"
 # metrics.json key -> key of evaluation["overall"]
 METRICS_KEYS = {"test_top2_accuracy": "top2_accuracy", "test_macro_precision": "macro_precision",
                 "test_macro_recall": "macro_recall", "test_macro_f1": "macro_f1", "test_ece": "ece"}
@@ -89,13 +97,14 @@ def evaluate_predictions(model: nn.Module, images: np.ndarray, labels: np.ndarra
     result["explained"] = [{"index": int(i), "label": int(labels[i]), "predicted": int(predicted[i]),
                             "probability": float(proba[i, predicted[i]])} for i in chosen]
 
+    names = EVALUATION_FIGURES
     figures = {
-        "confusion.png": confusion_png(np.array(result["confusion"]), classes),
-        "reliability.png": reliability_png(result["calibration"]),
-        "highest_loss.png": grid_png(
+        names["confusion"]: confusion_png(np.array(result["confusion"]), classes),
+        names["reliability"]: reliability_png(result["calibration"]),
+        names["highest_loss"]: grid_png(
             list(images[worst]), [caption(i, classes, labels[i], predicted[i], proba[i, predicted[i]]) for i in worst],
             title=f"the {len(worst)} test images with the highest loss"),
-        "explanations.png": explanations_png(
+        names["explanations"]: explanations_png(
             images[chosen], sal, occ, [caption(i, classes, labels[i], predicted[i], proba[i, predicted[i]])
                                        for i in chosen], per_row=max(1, explain_per_class)),
     }
@@ -109,27 +118,26 @@ def _csv(rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
+def evaluation_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The figures an evaluation adds to ``metrics.json``: :data:`METRICS_KEYS` and ``evaluation_seconds``."""
+    return {**{key: result["overall"][src] for key, src in METRICS_KEYS.items()}, "evaluation_seconds": result["seconds"]}
+
+
 def write_evaluation(run: str | os.PathLike, evaluation: Evaluation) -> Path:
-    """Write ``RUN/evaluation/`` and add the new figures to ``RUN/metrics.json`` (if the run has one)."""
-    run = Path(run)
-    folder = make_folder(run / EVALUATION_DIR)  # a read-only run folder is a one-line error
+    """Write ``RUN/evaluation/``: every file but ``metrics.json``, which its writer completes with
+    :func:`evaluation_metrics`."""
+    folder = make_folder(RunPaths(run).evaluation)  # a read-only run folder is a one-line error
     result = evaluation.result
     classes = [row["class"] for row in result["per_class"]]
-    write_text(folder / "per_class.csv", _csv(
+    write_text(folder / PER_CLASS_CSV, _csv(
         [["label", "class", "precision", "recall", "f1", "support"]]
         + [[r["label"], r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"]]
            for r in result["per_class"]]))
-    write_text(folder / "confusion.csv", _csv([["true \\ predicted", *classes]]
-                                              + [[name, *row] for name, row in zip(classes, result["confusion"])]))
+    write_text(folder / CONFUSION_CSV, _csv([["true \\ predicted", *classes]]
+                                            + [[name, *row] for name, row in zip(classes, result["confusion"])]))
     for name, png in evaluation.figures.items():
         write_bytes(folder / name, png)
-    write_json(folder / "evaluation.json", result)
-    metrics_path = run / "metrics.json"
-    if metrics_path.is_file():
-        metrics = read_json(metrics_path)
-        metrics.update({key: result["overall"][src] for key, src in METRICS_KEYS.items()})
-        metrics["evaluation_seconds"] = result["seconds"]
-        write_json(metrics_path, metrics)
+    write_json(folder / EVALUATION_JSON, result)
     return folder
 
 
@@ -150,15 +158,7 @@ def evaluate_run(run: str | os.PathLike, data_dir: str | None = None, device: st
     evaluation = evaluate_predictions(module, x_test, y_test, list(info["classes"]), logp, tta,
                                       gallery_size, explain_per_class)
     write_evaluation(run, evaluation)
-    return evaluation
-
-
-def evaluate_and_report(run: str | os.PathLike, model: nn.Module, images: np.ndarray, labels: np.ndarray,
-                        classes: list[str], logp: torch.Tensor, tta: bool) -> Evaluation:
-    """What a training run does last: evaluate from its test predictions, then write ``report.html``."""
-    from .report import write_report
-
-    evaluation = evaluate_predictions(model, images, labels, classes, logp, tta)
-    write_evaluation(run, evaluation)
-    write_report(run)
+    metrics = RunPaths(run).metrics
+    if metrics.is_file():  # the run's figures, brought up to date (a bare model folder has none)
+        write_json(metrics, {**read_json(metrics), **evaluation_metrics(evaluation.result)})
     return evaluation

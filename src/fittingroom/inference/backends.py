@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError, RunError
+from ..runfolder.paths import RunPaths
 
 ENGINES = ("torch", "onnx")
 
@@ -57,7 +58,7 @@ class OnnxEngine:
 
         self.run = run
         self.info = read_model_info(run)
-        self.path = Path(path) if path else Path(run) / "model.onnx"
+        self.path = Path(path) if path else RunPaths(run).onnx
         if not self.path.is_file():
             raise RunError(f"{self.path}: no such ONNX file; create it with `fittingroom export {run}`")
         try:

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..core.errors import ConfigError, RunError
 from ..core.version import __version__
+from ..runfolder.paths import RunPaths
 
 TOLERANCE = 1e-4  # largest allowed |onnxruntime - PyTorch| on any probability
 MIN_OPSET = 17  # older ones: the torch.onnx (dynamo) exporter cannot convert down and silently writes 18
@@ -140,6 +141,11 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, da
             ``RUN/model.onnx`` belongs to the run and is replaced by each export.
         data_dir: where the run's dataset is (for the test images).
         images: uint8 (N, H, W) images to check on instead of the test set.
+
+    Example:
+        >>> result = fittingroom.export_onnx("runs/tutorial")
+        >>> result.path, result.max_abs_diff < 1e-4
+        (PosixPath('runs/tutorial/model.onnx'), True)
     """
     from ..core.files import check_output, write_bytes
     from .saved import load_module
@@ -149,7 +155,7 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, da
     if out is not None:
         out = check_output(out, force)  # before the minutes of work an export takes
     module, info = load_module(run)
-    path = Path(out) if out is not None else Path(run) / "model.onnx"
+    path = Path(out) if out is not None else RunPaths(run).onnx
     if images is None:
         from ..runfolder.data import run_test_set
 

@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError, ImageError
-from ..data.preprocess import FORMATS, MAX_PIXELS, Preprocessing, open_image
+from ..data.preprocess import FORMATS, IMAGE_SUFFIXES, MAX_PIXELS, Preprocessing, open_image
 from ..data.preprocess import load_image as _load_image
 from .unsure import reasons, rules_from_info
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CSV_COLUMNS = ("input", "label", "class", "probability", "unsure", "reason", "top", "error")
 
 
@@ -60,11 +59,6 @@ def prediction_record(source: Any, probs: np.ndarray, classes: list[str], k: int
     if reason is not None:
         record["reason"] = reason
     return record
-
-
-def format_record(record: dict[str, Any]) -> str:
-    """``input  label  class  probability`` as one line of text."""
-    return f"{record['input']}\t{record['label']}\t{record['class']}\t{record['probability']:.4f}"
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[str]:

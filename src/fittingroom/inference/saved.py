@@ -25,32 +25,37 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..core.errors import ConfigError, RunError
-from ..core.files import write_bytes, write_json
+from ..core.files import file_sha256, write_bytes, write_json
+from ..runfolder.paths import RunPaths
 
 MODEL_FORMAT = "fittingroom-model/1"
 MAX_MODEL_JSON_BYTES = 8 * 2**20  # a model.json is a few kB, more with thousands of class names
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:  # streamed: a model file need not fit in memory twice
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def save_model(folder: str | os.PathLike, module: nn.Module, info: dict[str, Any]) -> Path:
     """Write ``model.safetensors`` then ``model.json`` (so a folder with a model.json has complete weights).
 
     ``info`` needs ``model``, ``model_args``, ``classes`` and ``input_shape``; anything else is kept as is.
+    ``folder`` must exist. ``Learner.save(folder)`` writes the whole description (preprocessing, unsure
+    rules) for you, and makes the folder.
+
+    Example:
+        >>> model = fittingroom.create_model("mlp", num_classes=2)
+        >>> os.makedirs("models/mine", exist_ok=True)
+        >>> fittingroom.save_model("models/mine", model, {"model": "mlp", "model_args": {"num_classes": 2},
+        ...                        "classes": ["no", "yes"], "input_shape": [28, 28]})
+        PosixPath('models/mine')
     """
-    folder = Path(folder)
+    paths = RunPaths(folder)
     for key in ("model", "model_args", "classes", "input_shape"):
         if key not in info:
             raise ValueError(f"save_model needs info[{key!r}]")
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
     data = save(state, metadata={"format": MODEL_FORMAT, "model": info["model"]})
-    write_bytes(folder / "model.safetensors", data)
+    write_bytes(paths.weights, data)
     meta = {"format": MODEL_FORMAT, **info, "weights_sha256": hashlib.sha256(data).hexdigest()}
-    write_json(folder / "model.json", meta)
-    return folder
+    write_json(paths.model_json, meta)
+    return paths.root
 
 
 def _is_int(value: Any) -> bool:
@@ -102,12 +107,12 @@ def read_model_info(folder: str | os.PathLike) -> dict[str, Any]:
     from ..runfolder.files import read_json
     from .unsure import rules_from_info
 
-    folder = Path(folder)
+    paths = RunPaths(folder)
+    folder, path = paths.root, paths.model_json
     if not folder.is_dir():
         raise RunError(f"{folder}: no such run folder; pass a folder written by `fittingroom train`")
-    path = folder / "model.json"
     if not path.is_file():
-        unfinished = (folder / "config.json").is_file()
+        unfinished = paths.config.is_file()
         hint = f" (its training did not finish: resume it with `fittingroom train --resume {folder}`)" if unfinished else ""
         raise RunError(f"{folder}: not a run or model folder, it has no model.json{hint}")
     info = read_json(path, MAX_MODEL_JSON_BYTES, advice="a damaged model description: train the model again")
@@ -178,7 +183,8 @@ def _check_architecture(info: dict[str, Any], header: dict[str, tuple[int, ...]]
     """
     from ..models.registry import create_model
 
-    name, weights, model_json = info["model"], folder / "model.safetensors", folder / "model.json"
+    paths = RunPaths(folder)
+    name, weights, model_json = info["model"], paths.weights, paths.model_json
     try:
         with torch.device("meta"), _OpBudget(64 * len(header) + 10_000):
             module = create_model(name, **info["model_args"])
@@ -207,7 +213,7 @@ def _check_interface(module: nn.Module, info: dict[str, Any], folder: Path) -> N
 
     (On the meta device this would cost no memory but import torch's compiler, over a second per load.)
     """
-    name, model_json = info["model"], folder / "model.json"
+    name, model_json = info["model"], RunPaths(folder).model_json
     h, w = info["input_shape"]
     try:
         out = module(torch.zeros((1, h, w)))
@@ -238,10 +244,10 @@ def load_module(folder: str | os.PathLike, device: str | torch.device = "cpu") -
 
     folder = Path(folder)
     info = read_model_info(folder)
-    weights = folder / "model.safetensors"
+    weights = RunPaths(folder).weights
     if not weights.is_file():
         raise RunError(f"{folder}: model.json is there but model.safetensors is missing; copy the whole folder")
-    if sha256_file(weights) != info.get("weights_sha256"):
+    if file_sha256(weights) != info.get("weights_sha256"):
         raise RunError(f"{weights}: the weights do not match model.json (modified or from another model); use the files as training wrote them")
     _check_architecture(info, _weights_header(weights), folder)
     try:
@@ -316,6 +322,12 @@ class Classifier:
 
 
 def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
-    """Load a trained model from a run or model folder."""
+    """Load a trained model from a run or model folder, checked before anything runs (see :func:`load_module`).
+
+    Example:
+        >>> model = fittingroom.load_model("runs/tutorial")
+        >>> model.predict(x_test[:3])
+        array([9, 2, 1])
+    """
     module, info = load_module(folder, device)
     return Classifier(module, info, Path(folder), torch.device(device))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import RunError
+from ..runfolder.paths import MODEL_JSON
 
 # what a model.json written before these were fitted gets: a plain confidence threshold, no statistics
 DEFAULT_RULES: dict[str, Any] = {"min_probability": 0.5, "ranges": {}}
@@ -59,7 +60,7 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def rules_from_info(info: dict[str, Any], source: str = "model.json") -> dict[str, Any]:
+def rules_from_info(info: dict[str, Any], source: str = MODEL_JSON) -> dict[str, Any]:
     """The unsure rules of a ``model.json``, with the defaults for files written before they existed.
 
     Rules that are there but malformed (not numbers, not finite, out of range, an unknown statistic) are a

@@ -23,13 +23,29 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model factory under its function name (underscores become dashes)."""
+    """Register a model factory under its function name (underscores become dashes).
+
+    The factory takes ``input_shape`` and ``num_classes`` (and any arguments of its own) and returns a
+    module that maps float images (N, H, W) in [0, 1] to logits (N, num_classes).
+
+    Example:
+        >>> @fittingroom.register_model
+        ... def tiny_mlp(input_shape=(28, 28), num_classes=10, width=64):
+        ...     return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0] * input_shape[1], width), nn.ReLU(),
+        ...                          nn.Linear(width, num_classes))
+        >>> fittingroom.Learner("tiny-mlp", "fashion-mnist", model_args={"width": 32})
+    """
     _REGISTRY[fn.__name__.replace("_", "-")] = fn
     return fn
 
 
 def list_models() -> list[str]:
-    """Names accepted by ``create_model``."""
+    """Names accepted by ``create_model``.
+
+    Example:
+        >>> fittingroom.list_models()
+        ['cnn', 'mlp', 'resnet']
+    """
     return sorted(_REGISTRY)
 
 
@@ -47,7 +63,13 @@ def _get(name: str) -> Callable[..., nn.Module]:
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
-    """Build the model registered as ``name``; unknown names and arguments fail with the valid ones."""
+    """Build the model registered as ``name``; unknown names and arguments fail with the valid ones.
+
+    Example:
+        >>> model = fittingroom.create_model("mlp", hidden=(300, 100), num_classes=10)
+        >>> fittingroom.count_params(model)
+        266610
+    """
     fn = _get(name)
     params = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(params))
@@ -62,5 +84,10 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 
 def count_params(model: nn.Module, trainable: bool | None = None) -> int:
-    """Number of parameters (only trainable or frozen ones when ``trainable`` is given)."""
+    """Number of parameters (only trainable or frozen ones when ``trainable`` is given).
+
+    Example:
+        >>> fittingroom.count_params(fittingroom.create_model("mlp"))
+        266610
+    """
     return sum(p.numel() for p in model.parameters() if trainable is None or p.requires_grad == trainable)

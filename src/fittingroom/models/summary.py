@@ -85,8 +85,10 @@ def _line(fields: tuple[str, ...], positions: tuple[int, ...]) -> str:
 
 
 def model_summary(model: nn.Module, input_shape: tuple[int, ...] = (28, 28), name: str = "sequential") -> str:
-    """The summary table as Keras 2 prints it, e.g. for the tutorial's MLP::
+    """The summary table as Keras 2 prints it.
 
+    Example:
+        >>> print(fittingroom.model_summary(fittingroom.create_model("mlp"), (28, 28), name="mlp"))
         Model: "mlp"
         _________________________________________________________________
         Layer (type)                 Output Shape              Param #

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import RunError
+from .paths import METRICS
 
 MAX_JSON_BYTES = 16 * 2**20  # a run's JSON files are a few kB; a larger one is not what training wrote
 MAX_HISTORY_BYTES = 16 * 2**20  # history.csv: about 60 bytes an epoch
@@ -68,10 +69,22 @@ def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES, advice: str = DAMAGED
     return value
 
 
+def read_json_or_none(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing or damaged: where one bad run must not stop a listing."""
+    try:
+        return read_json(path) if Path(path).is_file() else None
+    except RunError:
+        return None
+
+
+def read_optional_json(path: Path) -> dict[str, Any]:
+    """``path`` parsed, or ``{}`` when there is no such file; RunError when the file is damaged."""
+    return read_json(path) if Path(path).is_file() else {}
+
+
 def read_run_json(run: str | os.PathLike, name: str) -> dict[str, Any]:
     """``RUN/<name>`` parsed, or ``{}`` when the run has no such file; RunError when the file is damaged."""
-    path = Path(run) / name
-    return read_json(path) if path.is_file() else {}
+    return read_optional_json(Path(run) / name)
 
 
 def read_text(path: Path, max_bytes: int = MAX_JSON_BYTES) -> str:
@@ -124,5 +137,5 @@ def run_precision(run: str | os.PathLike) -> str:
     """The precision the run evaluated itself in (``metrics.json``), ``fp32`` when the file does not say or is odd."""
     from ..config.train_config import PRECISIONS
 
-    value = read_run_json(run, "metrics.json").get("precision")
+    value = read_run_json(run, METRICS).get("precision")
     return value if value in PRECISIONS and value != "auto" else "fp32"

@@ -13,8 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..core.console import text_table
 from ..core.errors import ConfigError, RunError
-from .files import number, read_json, text
+from .files import number, read_json_or_none, text
+from .paths import CONFIG, RunPaths
 
 COLUMNS = ("run", "status", "preset", "model", "epochs", "val_accuracy", "test_accuracy", "params",
            "seconds_per_epoch", "started")
@@ -31,17 +33,9 @@ def find_runs(root: str | os.PathLike = "runs") -> list[Path]:
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
-        if "config.json" in files:
+        if CONFIG in files:
             found.append(Path(folder))
     return sorted(found)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or None when it is missing or damaged: one bad run must not stop the listing."""
-    try:
-        return read_json(path) if path.is_file() else None
-    except RunError:
-        return None
 
 
 def _epochs_done(history: Path) -> int | None:
@@ -54,14 +48,15 @@ def _epochs_done(history: Path) -> int | None:
 
 def run_record(folder: Path, root: Path) -> dict[str, Any]:
     """The key figures of one run folder; missing figures are None."""
-    config = _read_json(folder / "config.json") or {}
-    metrics = _read_json(folder / "metrics.json")
-    trial = _read_json(folder / "trial.json")
-    if metrics is not None and (folder / "model.json").is_file():
+    paths = RunPaths(folder)  # one bad run must not stop the listing: a damaged file reads as missing
+    config = read_json_or_none(paths.config) or {}
+    metrics = read_json_or_none(paths.metrics)
+    trial = read_json_or_none(paths.trial)
+    if metrics is not None and paths.model_json.is_file():
         status = "complete"
     elif trial is not None and trial.get("state") in ("pruned", "failed", "interrupted"):
         status = trial["state"]
-    elif not (folder / "config.json").is_file() or not config:
+    elif not paths.config.is_file() or not config:
         status = "unreadable"
     else:
         status = "incomplete"
@@ -74,7 +69,7 @@ def run_record(folder: Path, root: Path) -> dict[str, Any]:
         "preset": config.get("preset"),
         "model": config.get("model"),
         "dataset": metrics.get("dataset", config.get("data")),
-        "epochs": metrics.get("epochs", _epochs_done(folder / "history.csv")),
+        "epochs": metrics.get("epochs", _epochs_done(paths.history)),
     }
     for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "params", "train_seconds",
                 "seconds_per_epoch", "started"):
@@ -116,8 +111,5 @@ def format_table(records: list[dict[str, Any]]) -> str:
     """The records as a plain-text table, one run per line."""
     headers = {"val_accuracy": "val_acc", "test_accuracy": "test_acc", "seconds_per_epoch": "s/epoch"}
     rows = [[headers.get(c, c) for c in COLUMNS]] + [[_cell(c, r[c]) for c in COLUMNS] for r in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     numeric = {"epochs", "val_accuracy", "test_accuracy", "params", "seconds_per_epoch"}
-    lines = ["  ".join(cell.rjust(w) if c in numeric else cell.ljust(w) for c, cell, w in zip(COLUMNS, row, widths)).rstrip()
-             for row in rows]
-    return "\n".join(lines)
+    return "\n".join(text_table(rows, [c in numeric for c in COLUMNS]))

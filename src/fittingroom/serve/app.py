@@ -102,10 +102,11 @@ def _run_metrics(run: str | os.PathLike) -> dict[str, Any]:
     """The run's ``metrics.json`` (its test scores, for ``/v1/model``), figures of the wrong type left out; {} with a
     warning when the file is damaged: the model itself is fine, so the server starts without them rather than refusing."""
     from ..core.errors import RunError
-    from ..runfolder.files import clean_metrics, read_run_json
+    from ..runfolder.files import clean_metrics, read_optional_json
+    from ..runfolder.paths import RunPaths
 
     try:
-        return clean_metrics(read_run_json(run, "metrics.json"))
+        return clean_metrics(read_optional_json(RunPaths(run).metrics))
     except RunError as exc:
         log.warning("%s; serving without the run's test metrics", exc)
         return {}

@@ -23,15 +23,27 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..core.errors import FittingroomError
+from ..core.errors import ConfigError, FittingroomError
 from ..core.files import write_text
+from ..runfolder.paths import RunPaths
 
 if TYPE_CHECKING:
     from .loop import Trainer
 
 
 class Callback:
-    """Base class: override the hooks you need."""
+    """Base class: override the hooks you need; ``fit(callbacks=[...])`` calls them in the loop.
+
+    ``logs`` holds ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``lr`` and ``seconds`` at the
+    end of an epoch; ``self.trainer.stop_training = True`` ends training after the current epoch.
+
+    Example:
+        >>> class StopAt90(fittingroom.Callback):
+        ...     def on_epoch_end(self, epoch, logs):
+        ...         if logs["val_accuracy"] >= 0.9:
+        ...             self.trainer.stop_training = True
+        >>> learner.fit(epochs=30, callbacks=[StopAt90()])
+    """
 
     trainer: Trainer
     name: str = "callback"
@@ -56,24 +68,65 @@ class Callback:
     def set_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
 
 
-def _improved(monitor: str, value: float, best: float | None, min_delta: float) -> bool:
-    if best is None:
-        return True
-    if "acc" in monitor:  # accuracies go up, losses go down (Keras's mode="auto")
-        return value > best + min_delta
-    return value < best - min_delta
+# How ``mode="auto"`` picks a direction, by the metric's name without its ``val_`` prefix: these are better
+# higher; a loss (``loss``, ``*_loss``) and :data:`MINIMIZED` are better lower; any other name needs a ``mode``.
+MAXIMIZED = ("accuracy", "acc", "top2_accuracy", "macro_precision", "macro_recall", "macro_f1")
+MINIMIZED = ("ece",)
+MODES = ("auto", "min", "max")
 
 
-class EarlyStopping(Callback):
+def infer_mode(monitor: str) -> str:
+    """``"max"`` or ``"min"``: the direction in which ``monitor`` improves, as ``mode="auto"`` decides it."""
+    name = monitor.removeprefix("val_")
+    if name in MAXIMIZED:
+        return "max"
+    if name == "loss" or name.endswith("_loss") or name in MINIMIZED:
+        return "min"
+    raise ConfigError(f"cannot tell whether monitor={monitor!r} improves up or down (auto knows {', '.join(MAXIMIZED)}, "
+                      f"which go up, and losses and {', '.join(MINIMIZED)}, which go down); pass mode='max' or 'min'")
+
+
+class MonitorCallback(Callback):
+    """A callback that watches one metric of the epoch's ``logs`` for improvement, as Keras's does.
+
+    Args:
+        monitor: the key in ``logs``, e.g. ``"val_loss"`` or ``"val_accuracy"``.
+        mode: ``"min"`` (better lower), ``"max"`` (better higher), or ``"auto"``: see :func:`infer_mode`.
+        min_delta: how much better than the best so far a value must be to count as an improvement
+            (its sign is ignored).
+
+    Example:
+        >>> watch = MonitorCallback("val_accuracy", min_delta=0.01)
+        >>> watch.mode, watch.is_improvement(0.905, 0.9), watch.is_improvement(0.92, 0.9)
+        ('max', False, True)
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0):
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}; received mode={mode!r}")
+        self.monitor, self.min_delta = monitor, abs(min_delta)
+        self.mode = infer_mode(monitor) if mode == "auto" else mode
+        self.best: float | None = None
+
+    def is_improvement(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` beats ``best`` by more than ``min_delta`` (anything beats no best yet)."""
+        if best is None:
+            return True
+        if self.mode == "max":
+            return value > best + self.min_delta
+        return value < best - self.min_delta
+
+
+class EarlyStopping(MonitorCallback):
     """Stop when ``monitor`` has not improved for ``patience`` epochs; optionally restore the best weights."""
 
     name = "early_stopping"
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
-                 restore_best_weights: bool = True):
-        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+                 restore_best_weights: bool = True, mode: str = "auto"):
+        super().__init__(monitor, mode, min_delta)
+        self.patience = patience
         self.restore_best_weights = restore_best_weights
-        self.best: float | None = None
         self.best_epoch = -1
         self.wait = 0
         self.stopped_epoch: int | None = None
@@ -81,7 +134,7 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         value = logs[self.monitor]
-        if _improved(self.monitor, value, self.best, self.min_delta):
+        if self.is_improvement(value, self.best):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
                 self.best_weights = {k: v.detach().clone() for k, v in self.trainer.raw_model.state_dict().items()}
@@ -109,16 +162,16 @@ class EarlyStopping(Callback):
         self.best_weights = dict(tensors) or None
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(MonitorCallback):
     """Multiply the learning rate by ``factor`` when ``monitor`` has stalled for ``patience`` epochs."""
 
     name = "reduce_lr_on_plateau"
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
-                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
-        self.monitor, self.factor, self.patience = monitor, factor, patience
-        self.min_delta, self.cooldown, self.min_lr = min_delta, cooldown, min_lr
-        self.best: float | None = None
+                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto"):
+        super().__init__(monitor, mode, min_delta)
+        self.factor, self.patience = factor, patience
+        self.cooldown, self.min_lr = cooldown, min_lr
         self.wait = 0
         self.cooldown_counter = 0
 
@@ -127,7 +180,7 @@ class ReduceLROnPlateau(Callback):
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
-        if _improved(self.monitor, value, self.best, self.min_delta):
+        if self.is_improvement(value, self.best):
             self.best, self.wait = value, 0
             return
         if self.cooldown_counter > 0:
@@ -149,7 +202,7 @@ class ReduceLROnPlateau(Callback):
         self.best, self.wait, self.cooldown_counter = state["best"], state["wait"], state["cooldown_counter"]
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(MonitorCallback):
     """Keep the model of the best epoch so far (by ``monitor``) as a model folder: Keras's ``save_best_only``.
 
     The folder (``RUN/best/``) loads, predicts, exports and serves like the run
@@ -162,15 +215,15 @@ class ModelCheckpoint(Callback):
     name = "model_checkpoint"
 
     def __init__(self, folder: str | os.PathLike, describe: Callable[[torch.nn.Module], dict[str, Any]],
-                 monitor: str = "val_accuracy"):
-        self.folder, self.describe, self.monitor = Path(folder), describe, monitor
+                 monitor: str = "val_accuracy", mode: str = "auto"):
+        super().__init__(monitor, mode, min_delta=0.0)  # Keras's save_best_only: any improvement is kept
+        self.folder, self.describe = Path(folder), describe
         self.staging = self.folder.with_name(self.folder.name + ".new")
         self.old = self.folder.with_name(self.folder.name + ".old")
-        self.best: float | None = None
 
     def on_train_begin(self) -> None:
         # A crash between the two renames leaves the new folder complete under its staging name.
-        if not self.folder.exists() and (self.staging / "model.json").is_file():
+        if not self.folder.exists() and RunPaths(self.staging).model_json.is_file():
             os.replace(self.staging, self.folder)
         shutil.rmtree(self.old, ignore_errors=True)
 
@@ -178,7 +231,7 @@ class ModelCheckpoint(Callback):
         from ..inference.saved import save_model
 
         value = logs[self.monitor]
-        if not _improved(self.monitor, value, self.best, 0.0):
+        if not self.is_improvement(value, self.best):
             return
         model = self.trainer.raw_model
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -249,11 +302,12 @@ def history_csv(history: dict[str, list[float]]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["epoch", *keys])
     for i in range(len(history.get("loss", []))):
-        writer.writerow([i + 1, *(_fmt(history[k][i]) if i < len(history[k]) else "" for k in keys)])
+        writer.writerow([i + 1, *(_csv_value(history[k][i]) if i < len(history[k]) else "" for k in keys)])
     return out.getvalue()
 
 
-def _fmt(value: float) -> str:
+def _csv_value(value: float) -> str:
+    """A history value as history.csv holds it: a float to 6 significant digits."""
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 

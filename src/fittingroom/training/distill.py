@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import ConfigError, RunError
+from ..runfolder.paths import RunPaths
 
 if TYPE_CHECKING:
     from ..config.train_config import TrainConfig
@@ -52,7 +53,7 @@ def check_teacher(config: TrainConfig, data: SplitData | None = None) -> None:
     name = config.teacher
     if name is None or name in PRESETS:
         return
-    if not (Path(name) / "model.json").is_file():
+    if not RunPaths(name).model_json.is_file():
         raise ConfigError(
             f"teacher={name!r} is neither a preset ({', '.join(PRESETS)}) nor a finished run or model folder"
         )

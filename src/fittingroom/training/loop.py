@@ -93,9 +93,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.raw_model, config)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.teacher_logp = teacher_logp  # (N, classes) for the training images, in their stored order
-        self.callbacks = list(callbacks)
-        for cb in self.callbacks:
-            cb.set_trainer(self)
+        self.set_callbacks(callbacks)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.verbose = verbose and (dist is None or dist.is_main)
 
@@ -126,11 +124,17 @@ class Trainer:
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
         self.augment_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         self._epoch_buffers: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._batch_hooks = [cb for cb in self.callbacks if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
         # The tutorial's case (plain MLP, plain SGD, fp32, one process) takes the hand-fused step.
         self.unfused_reason = why_not_fused(config, self.raw_model, self.precision, dist is not None, self.streaming)
         self._fused_step = FusedMLPStep(self.raw_model) if self.unfused_reason is None else None
         self._fused_buffers: tuple[torch.Tensor, ...] | None = None
+
+    def set_callbacks(self, callbacks: Sequence[Callback]) -> None:
+        """The callbacks of the next ``fit`` (a Learner's ``fit`` passes each call's own)."""
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            cb.set_trainer(self)
+        self._batch_hooks = [cb for cb in self.callbacks if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
 
     # ------------------------------------------------------------------ output
     def say(self, message: str) -> None:

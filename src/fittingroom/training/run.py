@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..config.train_config import PRESETS, TrainConfig
+from ..core.console import printer
 from ..core.device import describe, resolve_device
 from ..core.errors import ConfigError, RunError
 from ..core.files import make_folder, staging_folder, write_error, write_json, write_text
@@ -29,7 +30,8 @@ from ..core.version import __version__
 from ..data import SplitData
 from ..data.preprocess import Preprocessing
 from ..data.provenance import resolve_paths, write_record
-from ..evaluation.test_set import evaluate_and_report
+from ..evaluation.report import write_report
+from ..evaluation.test_set import evaluate_predictions, evaluation_metrics, write_evaluation
 from ..figures.curves import save_learning_curves
 from ..inference.forward import loss_and_accuracy, predict_logits
 from ..inference.saved import save_model
@@ -37,7 +39,6 @@ from ..inference.unsure import fit_rules
 from ..models.registry import count_params, create_model, model_defaults
 from ..models.summary import model_summary
 from ..runfolder.data import load_data
-from ..runfolder.files import read_run_json
 from ..runfolder.paths import RunPaths, default_run_dir
 from . import distributed, tracking
 from .callbacks import (
@@ -55,6 +56,14 @@ from .loop import Trainer, checkpoint_meta, seed_everything
 
 @dataclass
 class RunResult:
+    """What :func:`train_run` returns: the run folder, its ``metrics.json`` and the history per epoch.
+
+    Example:
+        >>> result = fittingroom.train_run(fittingroom.TrainConfig.from_preset("fast"))
+        >>> result.path, result.metrics["test_accuracy"], len(result.history["loss"])
+        (PosixPath('runs/20261201-120000-fast'), 0.8..., 8)
+    """
+
     path: Path
     metrics: dict[str, Any]
     history: dict[str, list[float]]
@@ -166,6 +175,12 @@ def train_run(
         data: already loaded data (default: load what ``config.data`` names).
         extra_callbacks: more :class:`~fittingroom.callbacks.Callback` objects for the loop.
         evaluate_test: evaluate on the test set at the end (a hyperparameter search's trials do not).
+
+    Example:
+        >>> config = fittingroom.TrainConfig.from_preset("seed").replace(epochs=5)
+        >>> result = fittingroom.train_run(config, out="runs/seed-5")
+        >>> fittingroom.load_model(result.path).predict(x_test[:3])
+        array([9, 2, 1])
     """
     changes: dict[str, tuple[Any, Any]] = {}  # what a resume changes in config.json: field -> (saved, new)
     if resume is not None:
@@ -182,8 +197,8 @@ def train_run(
     device = resolve_device(config.device)
     dist, device = distributed.setup(device)
     is_main = dist is None or dist.is_main
-    say = print if (verbose and is_main) else (lambda *a, **k: None)
-    trackers: list = []
+    say = printer(verbose and is_main)
+    trackers: list[tracking.Tracker] = []
     try:
         data = data or load_data(config, run=resume)
         seed_everything(config.seed, config.deterministic)  # after loading: a DataLoader draws from the global RNG
@@ -210,7 +225,7 @@ def train_run(
         if config.early_stopping:
             callbacks.append(EarlyStopping(patience=config.early_stopping, restore_best_weights=True))
         if config.save_best and is_main:
-            callbacks.append(ModelCheckpoint(paths.root / "best", lambda m: model_info(config, data, m), config.save_best))
+            callbacks.append(ModelCheckpoint(paths.best, lambda m: model_info(config, data, m), config.save_best))
         callbacks += trackers + (extra_callbacks or [])
         teacher_logp = None
         if config.teacher:
@@ -271,18 +286,16 @@ def discard_run_folder(root: Path, keep_folder: bool) -> None:
 
 def resolve_teacher(config: TrainConfig, run_dir: Path, verbose: bool) -> Path:
     """The folder of the teacher's model: the given folder, or ``run_dir/teacher`` trained from a preset."""
-    from ..config.train_config import PRESETS
-
     name = config.teacher
     if name in PRESETS:
-        folder = run_dir / "teacher"
-        if not (folder / "model.json").is_file():
-            say = print if verbose else (lambda *a, **k: None)
-            say(f"Training the teacher first: preset {name!r} into {folder}")
+        teacher = RunPaths(RunPaths(run_dir).teacher)
+        folder = teacher.root
+        if not teacher.model_json.is_file():
+            printer(verbose)(f"Training the teacher first: preset {name!r} into {folder}")
             teacher_config = type(config).from_preset(name).replace(
                 data=config.data, data_dir=config.data_dir, seed=config.seed, device=config.device,
                 threads=config.threads, validation_size=config.validation_size)
-            resume = folder if (folder / "config.json").is_file() else None
+            resume = folder if teacher.config.is_file() else None
             with torch.random.fork_rng():  # the student's random draws stay what they would be without this
                 train_run(teacher_config, out=None if resume else folder, resume=resume, verbose=verbose)
         return folder
@@ -330,8 +343,12 @@ def create_run_folder(paths: RunPaths, config: TrainConfig, summary: str) -> Non
 
 def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: TrainConfig, device: torch.device,
                started: str, verbose: bool, evaluate_test: bool = True) -> dict[str, Any]:
-    """Evaluate on the test set (unless told not to), save model, metrics and curves, and show the first predictions."""
-    say = print if verbose else (lambda *a, **k: None)
+    """Evaluate on the test set (unless told not to), save model, metrics and curves, and show the first predictions.
+
+    With the test set, the evaluation (``RUN/evaluation/``) comes before ``metrics.json``, which then holds its
+    figures from the start, and ``report.html`` after it.
+    """
+    say = printer(verbose)
     model, precision = trainer.raw_model, trainer.precision
     t0 = time.perf_counter()
     test: dict[str, float] = {}
@@ -370,15 +387,19 @@ def finish_run(paths: RunPaths, trainer: Trainer, data: SplitData, config: Train
     }
     save_model(paths.root, model, model_info(config, data, model))
     save_learning_curves(paths.curves, trainer.history, title=f"{config.model} on {data.name} ({config.preset})")
-    write_json(paths.metrics, metrics)
+    evaluation = None
     if test:  # the evaluation (RUN/evaluation/, more figures in metrics.json) and RUN/report.html need the test set
-        evaluation = evaluate_and_report(paths.root, model, data.x_test, data.y_test, data.classes, test_logp, config.tta)
-        metrics = {**metrics, **read_run_json(paths.root, "metrics.json")}
+        evaluation = evaluate_predictions(model, data.x_test, data.y_test, data.classes, test_logp, config.tta)
+        write_evaluation(paths.root, evaluation)
+        metrics.update(evaluation_metrics(evaluation.result))
+    write_json(paths.metrics, metrics)
+    if evaluation is not None:
+        write_report(paths.root)
         say(f"Test accuracy: {test_accuracy:.4f} - test loss: {test_loss:.4f}")
         first = test_logp[:3].argmax(1).numpy()
         say("Predicted classes of the first 3 test images:")
         say(np.array2string(first))
         say(np.array2string(np.array(data.classes)[first]))
-        say(f"Evaluation in {paths.root / 'evaluation'} ({evaluation.result['seconds']:.1f} s), report in {paths.root / 'report.html'}")
+        say(f"Evaluation in {paths.evaluation} ({evaluation.result['seconds']:.1f} s), report in {paths.report}")
     say(f"Run saved in {paths.root}")
     return metrics

@@ -9,9 +9,9 @@ files to MLflow (``MLFLOW_TRACKING_URI``, else MLflow's local default: ``sqlite:
 in the current folder since MLflow 3, ``./mlruns`` before);
 MLflow is never a dependency of fittingroom itself.
 
-A tracker is a :class:`~fittingroom.callbacks.Callback` with two more methods
-that ``train_run`` calls: ``log_results(metrics)`` once the run is evaluated and
-saved, and ``close()`` always, also when the run stopped early.
+A tracker is a :class:`Tracker`: a :class:`~fittingroom.training.callbacks.Callback`
+with the two more methods that ``train_run`` calls: ``log_results(metrics)`` once the
+run is evaluated and saved, and ``close()`` always, also when the run stopped early.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import numpy as np
 from ..config.train_config import TrainConfig
 from ..core.errors import ConfigError
 from ..core.files import write_json
+from ..runfolder.files import read_json
+from ..runfolder.paths import RunPaths
 from .callbacks import Callback
 
 N_SAMPLES = 8  # validation images shown with their predictions
@@ -43,10 +45,20 @@ def require(config: TrainConfig) -> None:
                           "install it with `pip install mlflow` or train without --mlflow")
 
 
-def tracking_callbacks(config: TrainConfig, folder: Path, classes: list[str]) -> list[Callback]:
+class Tracker(Callback):
+    """A callback that also hears how the run ended; ``train_run`` calls nothing else on a tracker."""
+
+    def log_results(self, metrics: dict[str, Any]) -> None:
+        """The run's final figures (``metrics.json``), once it is evaluated and saved."""
+
+    def close(self) -> None:
+        """Release what the tracker holds; called always, also after ``log_results`` or when the run stopped early."""
+
+
+def tracking_callbacks(config: TrainConfig, folder: Path, classes: list[str]) -> list[Tracker]:
     """The trackers ``config`` switches on, writing for the run in ``folder``."""
     require(config)
-    trackers: list[Callback] = []
+    trackers: list[Tracker] = []
     if config.tensorboard:
         trackers.append(TensorBoardLogger(folder, classes))
     if config.mlflow:
@@ -54,7 +66,7 @@ def tracking_callbacks(config: TrainConfig, folder: Path, classes: list[str]) ->
     return trackers
 
 
-class TensorBoardLogger(Callback):
+class TensorBoardLogger(Tracker):
     """Writes TensorBoard event files into ``log_dir`` (the run folder)."""
 
     name = "tensorboard"
@@ -116,7 +128,7 @@ class TensorBoardLogger(Callback):
             self.writer = None
 
 
-class MLflowLogger(Callback):
+class MLflowLogger(Tracker):
     """Logs a run to MLflow through its client API (no global active run, so nothing leaks between runs).
 
     The MLflow run id is kept in ``mlflow.json`` in the run folder: a resumed run logs into the same MLflow run.
@@ -130,6 +142,7 @@ class MLflowLogger(Callback):
         from mlflow.tracking import MlflowClient
 
         self.folder, self.config = Path(folder), config
+        self.paths = RunPaths(folder)
         self.uri = mlflow.get_tracking_uri()  # MLFLOW_TRACKING_URI, else MLflow's local default
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
@@ -143,9 +156,9 @@ class MLflowLogger(Callback):
     def on_train_begin(self) -> None:
         from mlflow.entities import Param
 
-        state = self.folder / "mlflow.json"
+        state = self.paths.mlflow
         if state.is_file():
-            saved = json.loads(state.read_text())
+            saved = read_json(state)
             if saved.get("tracking_uri") == self.uri:
                 self.run_id = saved["run_id"]
                 self.client.update_run(self.run_id, status="RUNNING")
@@ -174,9 +187,10 @@ class MLflowLogger(Callback):
     def log_results(self, metrics: dict[str, Any]) -> None:
         final = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("params", "train_seconds")}
         self._log(final, step=int(metrics.get("epochs", 0)))
-        for name in ("config.json", "history.csv", "metrics.json", "summary.txt", "learning_curves.png", "model.json"):
-            if (self.folder / name).is_file():
-                self.client.log_artifact(self.run_id, str(self.folder / name))
+        p = self.paths
+        for path in (p.config, p.history, p.metrics, p.summary, p.curves, p.model_json):
+            if path.is_file():
+                self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, "FINISHED")
         self.finished = True
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import json
 import os
 import shutil
 import time
@@ -33,11 +31,14 @@ from typing import Any
 import numpy as np
 
 from ..config.train_config import TrainConfig
+from ..core.console import printer
 from ..core.errors import ConfigError, RunError
 from ..core.files import write_json
 from ..inference.forward import evaluate
 from ..inference.saved import load_model
 from ..runfolder.data import load_data
+from ..runfolder.files import read_json
+from ..runfolder.paths import RunPaths, StudyPaths
 from ..training.callbacks import Callback, NonFiniteLoss
 from ..training.loop import TrainingInterrupted
 from ..training.run import train_run
@@ -48,22 +49,6 @@ OBJECTIVE = "val_accuracy"  # maximised
 # Settings that may differ between the processes or reruns of one study: they do not change the results.
 HEARTBEAT_S = 60  # seconds between a running trial's signs of life in the storage
 RUNTIME_FIELDS = ("threads", "device", "tensorboard", "mlflow", "eval_batch_size", "workers", "memory_limit_mb")
-
-
-class StudyPaths:
-    """The files of a study folder."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        self.db = self.root / "study.db"
-        self.study_json = self.root / "study.json"
-        self.trials = self.root / "trials"
-        self.best_config = self.root / "best_config.json"
-        self.summary = self.root / "summary.json"
-        self.picture = self.root / "study.png"
-
-    def trial(self, number: int) -> Path:
-        return self.trials / f"{number:04d}"
 
 
 @dataclass
@@ -112,7 +97,7 @@ def _check_identity(paths: StudyPaths, config: TrainConfig, space: dict[str, Par
     base = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
     identity = {"base_config": base, "space": space_to_dict(space)}
     if paths.study_json.is_file():
-        saved = json.loads(paths.study_json.read_text())
+        saved = read_json(paths.study_json, advice="the study folder is damaged; choose another --out")
         defaults = TrainConfig().to_dict()  # a setting newer than the study had its default value there
         changed = sorted({k for k in base if saved["base_config"].get(k, defaults[k]) != base[k]}
                          | ({"search space"} if saved["space"] != identity["space"] else set()))
@@ -141,7 +126,7 @@ def _mark(folder: Path, number: int, state: str, params: dict, value: float | No
           baseline: bool, message: str = "") -> None:
     """trial.json: what became of this trial's run folder (a pruned or failed run is not a finished run)."""
     if folder.is_dir():
-        write_json(folder / "trial.json", {"trial": number, "state": state, OBJECTIVE: value, "epochs": epochs,
+        write_json(RunPaths(folder).trial, {"trial": number, "state": state, OBJECTIVE: value, "epochs": epochs,
                                            "baseline": baseline, "params": params, "message": message})
 
 
@@ -180,7 +165,7 @@ def tune(
     space = space if isinstance(space, dict) else resolve_space(space, config)
     paths = StudyPaths(out or Path("runs") / f"tune-{config.preset}")
     new_identity = _check_identity(paths, config, space)
-    say = functools.partial(print, flush=True) if verbose else (lambda *a, **k: None)
+    say = printer(verbose)
 
     url = storage_url(storage, paths)
     created = not paths.root.exists()
@@ -218,7 +203,7 @@ def tune(
             result = train_run(apply_params(config, params), out=folder, verbose=False, data=blind,
                                extra_callbacks=[pruning, *(callbacks or [])], evaluate_test=False)
         except optuna.TrialPruned as exc:
-            (folder / "checkpoint.safetensors").unlink(missing_ok=True)  # nothing to resume: the search stopped it
+            RunPaths(folder).checkpoint.unlink(missing_ok=True)  # nothing to resume: the search stopped it
             epochs, value = pruning.last or (None, None)
             _mark(folder, trial.number, "pruned", params, value, epochs, is_base, str(exc))
             raise
@@ -300,13 +285,14 @@ def finish_study(study, paths: StudyPaths, config: TrainConfig, data, url: str, 
         raise RunError(f"{paths.root}: no trial completed ({states.count('PRUNED')} pruned, "
                        f"{states.count('FAIL')} failed); look at trials/*/trial.json, widen the space or add --trials")
     for t in study.trials:  # trials whose process died before it could say so
-        if t.state.name == "FAIL" and not (paths.trial(t.number) / "trial.json").exists():
+        if t.state.name == "FAIL" and not RunPaths(paths.trial(t.number)).trial.exists():
             _mark(paths.trial(t.number), t.number, "failed", t.params, None, None, bool(t.user_attrs.get("baseline")),
                   "its process stopped (killed or crashed) during training")
     best = study.best_trial
     best_folder = paths.trial(best.number)
-    write_json(paths.best_config, json.loads((best_folder / "config.json").read_text()))
-    previous = json.loads(paths.summary.read_text()) if paths.summary.is_file() else {}
+    write_json(paths.best_config, read_json(RunPaths(best_folder).config))
+    previous = (read_json(paths.summary, advice="delete it and run the same command again to rewrite it")
+                if paths.summary.is_file() else {})
     test = previous.get("test") if previous.get("best", {}).get("trial") == best.number else None
     if not test:  # the one look at the test set, for this winner
         result = evaluate(load_model(best_folder).module, data.x_test, data.y_test, tta=config.tta)
