@@ -79,3 +79,16 @@ def test_missing_file(tmp_path):
 def test_unsupported_dtype():
     with pytest.raises(DataError, match="cannot store dtype"):
         encode_idx(np.zeros(3, dtype=np.complex64))
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_read_shape_reads_the_header_and_checks_the_length(tmp_path, gz):
+    from fittingroom.data.idx import read_shape
+
+    images = np.arange(5 * 9 * 11, dtype=np.uint8).reshape(5, 9, 11)
+    path = tmp_path / ("x.idx.gz" if gz else "x.idx")
+    write_idx(path, images, compress=gz)
+    assert read_shape(path) == (np.dtype(np.uint8), (5, 9, 11))
+    path.write_bytes(path.read_bytes()[:-7])  # truncated: the length no longer matches the header
+    with pytest.raises(DataError):
+        read_shape(path)

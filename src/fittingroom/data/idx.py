@@ -55,6 +55,39 @@ def read_bytes(path: str | os.PathLike, max_bytes: int = MAX_IDX_BYTES) -> bytes
         raise DataError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
 
 
+def read_shape(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...]]:
+    """``(dtype, shape)`` of an IDX file from its header, without decompressing the content.
+
+    The file's length is checked against the header: a raw file's size, a gzip file's recorded
+    uncompressed size (its last four bytes, modulo 2**32). Where they disagree (a truncated file, or a
+    gzip file of several members), the whole content is read and checked as :func:`read_bytes` does.
+    """
+    import gzip
+    import struct
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == GZIP_MAGIC
+            f.seek(0)
+            stream = gzip.GzipFile(fileobj=f) if gzipped else f
+            head = stream.read(4)
+            head += stream.read(4 * head[3]) if len(head) == 4 else b""
+            dtype, shape, header = parse_header(head, str(path))
+            expected = header + math.prod(shape) * dtype.itemsize
+            if gzipped:
+                f.seek(-4, os.SEEK_END)
+                length_ok = struct.unpack("<I", f.read(4))[0] == expected % 2**32
+            else:
+                length_ok = os.fstat(f.fileno()).st_size == expected
+    except (FileNotFoundError, IsADirectoryError, OSError, EOFError, gzip.BadGzipFile):
+        length_ok = False
+    if length_ok:
+        return dtype, shape
+    array = parse_idx(read_bytes(path), str(path))  # the full read says what is wrong, in one line
+    return array.dtype, array.shape
+
+
 def read_content(f: BinaryIO, name: str, max_bytes: int = MAX_IDX_BYTES, advice: str = "download it again") -> bytes:
     """The IDX content of an open binary stream, gunzipped when it starts with gzip's magic bytes.
 
