@@ -79,6 +79,7 @@ class TrainConfig:
     translate: int = 0  # random shift by up to this many pixels (pad + crop)
     flip: bool = False  # random horizontal flip
     erase: float = 0.0  # probability of random erasing of one rectangle per image
+    color_jitter: float = 0.0  # s: brightness, contrast and saturation scaled by random factors in [1 - s, 1 + s]
     tta: bool = False  # average the predictions of the image and its mirror at evaluation
     # callbacks (Keras's meaning; None disables)
     early_stopping: int | None = None  # patience in epochs, on val_loss; restores the best weights
@@ -98,8 +99,8 @@ class TrainConfig:
 
     @property
     def augmenting(self) -> bool:
-        """Whether training images are augmented (shifted, flipped or erased)."""
-        return bool(self.translate or self.flip or self.erase)
+        """Whether training images are augmented (shifted, flipped, colour-jittered or erased)."""
+        return bool(self.translate or self.flip or self.erase or self.color_jitter)
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> TrainConfig:
@@ -139,7 +140,7 @@ class TrainConfig:
                 _int_in(name, getattr(self, name), 1, MAX_INT)
         if not self.lr > 0:
             raise ConfigError(f"`lr` must be a positive number; received lr={self.lr!r}")
-        for name in ("momentum", "label_smoothing", "erase", "final_lr_ratio"):
+        for name in ("momentum", "label_smoothing", "erase", "color_jitter", "final_lr_ratio"):
             value = getattr(self, name)
             if not 0 <= value < 1 and not (name == "final_lr_ratio" and value == 1):
                 raise ConfigError(f"`{name}` must be in [0, 1); received {name}={value!r}")

@@ -2,7 +2,8 @@
 
 A model file, the CLI and the server only ever store ``name`` and ``args``;
 ``create_model(name, **args)`` rebuilds the network. Every model has the same
-interface: it takes float images ``(N, H, W)`` scaled to [0, 1] and returns
+interface: it takes float images scaled to [0, 1], grey ``(N, H, W)`` or colour
+``(N, H, W, C)`` channels-last (the zoo's ``in_channels`` argument), and returns
 logits ``(N, num_classes)``; softmax turns them into probabilities.
 
     >>> model = create_model("mlp")
@@ -26,7 +27,8 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a model factory under its function name (underscores become dashes).
 
     The factory takes ``input_shape`` and ``num_classes`` (and any arguments of its own) and returns a
-    module that maps float images (N, H, W) in [0, 1] to logits (N, num_classes).
+    module that maps float images (N, H, W) in [0, 1] to logits (N, num_classes). A model of colour images
+    (N, H, W, C) takes ``in_channels`` and sets it as an attribute of the module, as the zoo's do.
 
     Example:
         >>> @fittingroom.register_model

@@ -4,7 +4,9 @@ The table lists the layers that hold parameters or change the shape, in the
 order the forward pass runs them, named as Keras names them (``flatten``,
 ``dense``, ``dense_1``, ...). Activation modules are folded into the layer
 before them, as Keras folds ``activation="relu"`` into ``Dense``. Output shapes
-are PyTorch's (channels first) with ``None`` for the batch.
+are PyTorch's (channels first) with ``None`` for the batch, from the input on:
+``(None, H, W)`` grey images, or ``(None, H, W, C)`` colour ones, which the
+``permute`` layer turns into ``(None, C, H, W)``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 from .registry import count_params
-from .zoo import AddChannel
+from .zoo import AddChannel, ChannelsFirst, Normalize
 
 # Keras's class names for the PyTorch layers they correspond to.
 KERAS_TYPES: dict[type, str] = {
@@ -29,6 +31,8 @@ KERAS_TYPES: dict[type, str] = {
     nn.AvgPool2d: "AveragePooling2D",
     nn.AdaptiveAvgPool2d: "GlobalAveragePooling2D",
     AddChannel: "Reshape",
+    ChannelsFirst: "Permute",
+    Normalize: "Normalization",
 }
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.Softmax, nn.Sigmoid, nn.Tanh, nn.Identity, nn.LeakyReLU)
 
@@ -43,8 +47,22 @@ def snake_case(name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+def model_input(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One image's shape as the model takes it: (H, W) for grey, (H, W, C) for colour.
+
+    ``input_shape`` is (H, W), the channels then being the model's ``in_channels`` (1 for a model that
+    does not say), or (H, W, C) in full.
+    """
+    h, w, *rest = input_shape
+    channels = rest[0] if rest else getattr(model, "in_channels", 1)
+    return (h, w) if channels == 1 else (h, w, channels)
+
+
 def layer_rows(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, str, tuple, int]]:
-    """(name, type, output shape without batch, parameter count) for each shown layer, in forward order."""
+    """(name, type, output shape without batch, parameter count) for each shown layer, in forward order.
+
+    ``input_shape`` is one image's shape as the model takes it, (H, W) or (H, W, C) (see ``model_input``).
+    """
     calls: list[tuple[nn.Module, tuple]] = []
 
     def record(module, _inputs, output):
@@ -87,6 +105,8 @@ def _line(fields: tuple[str, ...], positions: tuple[int, ...]) -> str:
 def model_summary(model: nn.Module, input_shape: tuple[int, ...] = (28, 28), name: str = "sequential") -> str:
     """The summary table as Keras 2 prints it.
 
+    ``input_shape`` is (H, W), or (H, W, C) for a colour model (C is the model's ``in_channels`` when left out).
+
     Example:
         >>> print(fittingroom.model_summary(fittingroom.create_model("mlp"), (28, 28), name="mlp"))
         Model: "mlp"
@@ -98,7 +118,7 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...] = (28, 28), nam
         Total params: 266,610
     """
     rows = [(f"{layer} ({kind})", str((None, *shape)), str(params))
-            for layer, kind, shape, params in layer_rows(model, tuple(input_shape))]
+            for layer, kind, shape, params in layer_rows(model, model_input(model, tuple(input_shape)))]
     first = max([POSITIONS[0]] + [len(r[0]) + 1 for r in rows])
     second = first + max([POSITIONS[1] - POSITIONS[0]] + [len(r[1]) + 1 for r in rows])
     positions = (first, second, second + POSITIONS[2] - POSITIONS[1])

@@ -203,7 +203,7 @@ class Trainer:
         for step, (xb, yb, idx) in enumerate(self.batches(perm)):
             xb = to_float(xb)  # (B, H, W) in [0, 1]
             if augmenting:
-                xb = augment_batch(xb, self.augment_gen, cfg.translate, cfg.flip, cfg.erase)
+                xb = augment_batch(xb, self.augment_gen, cfg.translate, cfg.flip, cfg.erase, cfg.color_jitter)
             if scheduled:
                 set_lr(opt, cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch))
             with autocast(self.device, self.precision):

@@ -29,7 +29,7 @@ TYPES = ("float", "int", "categorical")
 # Fields a trial may not change: they name the run, or the data and split that every trial shares.
 FIXED_FIELDS = ("preset", "data", "data_dir", "validation_size", "val_fraction", "test_fraction", "split_seed",
                 "class_names", "memory_limit_mb", "workers", "model_args")
-FIXED_ARGS = ("input_shape", "num_classes")  # model arguments that come from the data
+FIXED_ARGS = ("input_shape", "num_classes", "in_channels", "mean", "std")  # model arguments that come from the data
 LIST_ARGS = ("hidden", "widths")  # model arguments that are a list of layer widths
 
 
