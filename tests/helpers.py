@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
-from fittingroom.data import write_idx
+from fittingroom import TrainConfig, create_model
+from fittingroom.data import datasets as ds
+from fittingroom.data import open_data, write_idx
+from fittingroom.training.loop import Trainer, seed_everything
 
 CLASSES = ["zero", "one", "two", "three"]
+PHOTO_CLASSES = ["boot", "coat", "dress", "hat"]  # the class folders of write_class_folders
 
 
 def make_images(n: int, num_classes: int = 4, seed: int = 0, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
@@ -49,3 +57,56 @@ def bomb_png(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def tiny_config(data_dir, **changes):
+    settings = {"data": str(data_dir), "validation_size": 40, "epochs": 2, "batch_size": 16, **changes}
+    return TrainConfig.from_preset("seed").replace(**settings)
+
+
+def make_trainer(data_dir, callbacks=(), checkpoint=None, **changes):
+    config = tiny_config(data_dir, **changes).validate()
+    seed_everything(config.seed, config.deterministic)
+    data = open_data(config.data, validation_size=config.validation_size)
+    model = create_model(config.model, num_classes=data.num_classes, **config.model_args)
+    return Trainer(model, data, config, torch.device("cpu"), callbacks, checkpoint, verbose=False)
+
+
+def weights(trainer):
+    return {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+
+
+def write_class_folders(root, n=120, seed=0):
+    """n images in 4 class folders, as light-background photos of assorted sizes and formats."""
+    images, labels = make_images(n, seed=seed)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        folder = root / PHOTO_CLASSES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        size = 28 + 14 * (i % 4)
+        photo = Image.fromarray(255 - img).resize((size, size))  # dark object on white, like a product photo
+        if i % 3 == 0:
+            photo.convert("RGB").save(folder / f"{i}.jpg", quality=95)
+        else:
+            photo.save(folder / f"{i}.png")
+    return root
+
+
+def write_csv(path, images, labels):
+    header = "label," + ",".join(f"pixel{i + 1}" for i in range(784))
+    rows = [",".join(map(str, [label, *img.ravel()])) for img, label in zip(images, labels)]
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def spec_for(folder: Path, name: str = "tiny") -> ds.DatasetSpec:
+    """A DatasetSpec whose checksums are those of the tiny files in ``folder``."""
+    files = ds._MNIST_FILES
+    sha = {split: hashlib.sha256(gzip.decompress((folder / (f + ".gz")).read_bytes())).hexdigest() for split, f in files.items()}
+    return ds.DatasetSpec(name=name, classes=("zero", "one", "two", "three"), files=files, sha256=sha, mirrors=())

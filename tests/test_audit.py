@@ -140,7 +140,7 @@ def test_audit_of_an_image_folder_streamed_from_disk(tmp_path):
     from fittingroom.data import open_data
     from fittingroom.data.folder import ImageFiles
     from fittingroom.data.splits import FolderOptions
-    from test_folder import write_class_folders
+    from helpers import write_class_folders
 
     root = write_class_folders(tmp_path / "photos", n=40)
     data = open_data(str(root), options=FolderOptions(memory_limit_mb=0, workers=0))

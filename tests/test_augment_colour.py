@@ -237,7 +237,7 @@ def test_colour_jitter_round_trips_through_a_config_file(tmp_path):
 
 
 def test_training_with_colour_jitter_takes_the_general_loop_and_jitters(tiny_data):
-    from test_train import make_trainer
+    from helpers import make_trainer
 
     trainer = make_trainer(tiny_data, color_jitter=0.3, epochs=1)
     assert "augmentation" in trainer.unfused_reason and trainer._fused_step is None

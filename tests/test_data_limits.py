@@ -5,9 +5,7 @@ not by what a file claims; explicit folders are searched alone.
 """
 
 import gzip
-import http.server
 import os
-import threading
 import tracemalloc
 from dataclasses import replace
 
@@ -23,36 +21,13 @@ from fittingroom.data import download, open_data
 from fittingroom.data.folder import ImageFiles, decode_all, read_pixel_csv
 from fittingroom.data.idx import parse_idx, read_idx, write_idx
 from fittingroom.data.splits import FolderOptions
-from helpers import make_images, write_idx_dataset
-from test_datasets import spec_for
-from test_folder import write_class_folders, write_csv
+from helpers import make_images, spec_for, write_class_folders, write_csv, write_idx_dataset
 
 
 def one_line(exc_info) -> str:
     message = str(exc_info.value)
     assert "\n" not in message and "Traceback" not in message
     return message
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A local HTTP server over tmp_path/www; yields (root, base URL)."""
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **k):
-            super().__init__(*a, directory=str(root), **k)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    # a short poll: shutdown() waits for the loop to look (0.5 s by default)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def bomb(header_shape: tuple[int, ...], zeros: int) -> bytes:

@@ -1,10 +1,6 @@
 import gzip
-import hashlib
-import http.server
 import shutil
-import threading
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,35 +10,7 @@ from fittingroom.data import datasets as ds
 from fittingroom.data import open_data
 from fittingroom.data.download import download_dataset
 from fittingroom.data.idx import encode_idx, write_idx
-from helpers import write_idx_dataset
-
-
-def spec_for(folder: Path, name: str = "tiny") -> ds.DatasetSpec:
-    """A DatasetSpec whose checksums are those of the tiny files in ``folder``."""
-    files = ds._MNIST_FILES
-    sha = {split: hashlib.sha256(gzip.decompress((folder / (f + ".gz")).read_bytes())).hexdigest() for split, f in files.items()}
-    return ds.DatasetSpec(name=name, classes=("zero", "one", "two", "three"), files=files, sha256=sha, mirrors=())
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A local HTTP server over tmp_path/www; yields its base URL."""
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **k):
-            super().__init__(*a, directory=str(root), **k)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    # a short poll: shutdown() waits for the loop to look (0.5 s by default)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
+from helpers import spec_for, write_idx_dataset
 
 
 def test_load_dataset_finds_files_in_data_dir(tiny_data, monkeypatch):

@@ -1,38 +1,14 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from fittingroom import TrainConfig, load_model, train_run
 from fittingroom.core.errors import DataError
 from fittingroom.data import open_data
 from fittingroom.data.folder import ImageFiles, fraction_split, read_pixel_csv
 from fittingroom.data.splits import FolderOptions
-from helpers import make_images
-
-CLASSES = ["boot", "coat", "dress", "hat"]
-
-
-def write_class_folders(root, n=120, seed=0):
-    """n images in 4 class folders, as light-background photos of assorted sizes and formats."""
-    images, labels = make_images(n, seed=seed)
-    for i, (img, label) in enumerate(zip(images, labels)):
-        folder = root / CLASSES[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        size = 28 + 14 * (i % 4)
-        photo = Image.fromarray(255 - img).resize((size, size))  # dark object on white, like a product photo
-        if i % 3 == 0:
-            photo.convert("RGB").save(folder / f"{i}.jpg", quality=95)
-        else:
-            photo.save(folder / f"{i}.png")
-    return root
-
-
-def write_csv(path, images, labels):
-    header = "label," + ",".join(f"pixel{i + 1}" for i in range(784))
-    rows = [",".join(map(str, [label, *img.ravel()])) for img, label in zip(images, labels)]
-    path.write_text(header + "\n" + "\n".join(rows) + "\n")
-    return path
+from helpers import PHOTO_CLASSES as CLASSES
+from helpers import make_images, write_class_folders, write_csv
 
 
 def test_fraction_split_is_seeded_disjoint_and_complete():

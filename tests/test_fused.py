@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from fittingroom import create_model
 from fittingroom.training.fused import FusedMLPStep, plain_mlp_layers, why_not_fused
-from test_train import make_trainer, tiny_config, weights
+from helpers import make_trainer, tiny_config, weights
 
 
 def _autograd_steps(model, batches, lr):

@@ -13,12 +13,9 @@ from PIL import Image
 from fittingroom.inference.predictor import Predictor
 from fittingroom.runfolder.data import run_test_set
 from fittingroom.serve import create_app
+from helpers import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 def free_port() -> int:

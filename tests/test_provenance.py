@@ -16,9 +16,7 @@ from fittingroom.data.provenance import RECORD, read_record
 from fittingroom.evaluation.manifest import dataset_checksums
 from fittingroom.evaluation.test_set import evaluate_run
 from fittingroom.runfolder.data import load_data, run_test_set
-from helpers import make_images, write_idx_dataset
-from test_datasets import spec_for
-from test_folder import write_class_folders, write_csv
+from helpers import make_images, spec_for, write_class_folders, write_csv, write_idx_dataset
 
 FAST = {"epochs": 1, "batch_size": 16, "workers": 0}
 

@@ -415,7 +415,7 @@ def test_every_answer_has_nosniff_and_docs_has_a_csp_for_its_inline_script(clien
 def test_docs_page_runs_under_its_csp_in_a_browser(tiny_run):
     from playwright.sync_api import sync_playwright
 
-    from test_page import CHROMIUM, CHROMIUM_ARGS
+    from helpers import CHROMIUM, CHROMIUM_ARGS
 
     with real_server(create_app(tiny_run)) as port, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -4,29 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from fittingroom import TrainConfig, create_model
-from fittingroom.data import open_data
+from fittingroom import TrainConfig
 from fittingroom.data.augment import erase, flip, translate
 from fittingroom.training.callbacks import Callback, EarlyStopping, NonFiniteLoss, TerminateOnNaN
-from fittingroom.training.loop import Trainer, seed_everything
 from fittingroom.training.optim import lr_multiplier
-
-
-def tiny_config(data_dir, **changes):
-    settings = {"data": str(data_dir), "validation_size": 40, "epochs": 2, "batch_size": 16, **changes}
-    return TrainConfig.from_preset("seed").replace(**settings)
-
-
-def make_trainer(data_dir, callbacks=(), checkpoint=None, **changes):
-    config = tiny_config(data_dir, **changes).validate()
-    seed_everything(config.seed, config.deterministic)
-    data = open_data(config.data, validation_size=config.validation_size)
-    model = create_model(config.model, num_classes=data.num_classes, **config.model_args)
-    return Trainer(model, data, config, torch.device("cpu"), callbacks, checkpoint, verbose=False)
-
-
-def weights(trainer):
-    return {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+from helpers import make_trainer, weights
 
 
 def test_one_epoch_learns_the_tiny_task(tiny_data):
