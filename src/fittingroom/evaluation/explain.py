@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inference.forward import to_float
+from ..inference.forward import mirror, to_float
 
 
 def _log_proba(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
-    """Log-probabilities (N, C) of float images (N, H, W), as ``predict_logits`` computes them."""
+    """Log-probabilities (N, classes) of float images (N, H, W) or (N, H, W, C), as ``predict_logits`` computes them."""
     logp = F.log_softmax(model(x).float(), dim=1)
     if tta:  # the mean of the probabilities of the image and its mirror
-        logp_flip = F.log_softmax(model(x.flip(-1)).float(), dim=1)
+        logp_flip = F.log_softmax(model(mirror(x)).float(), dim=1)
         logp = torch.logsumexp(torch.stack([logp, logp_flip]), dim=0) - np.log(2.0)
     return logp
 

@@ -1,7 +1,8 @@
 """ONNX export that checks itself.
 
 The exported graph takes ``images``: float32 (N, H, W) in [0, 1], light on dark
-(the output of the recorded preprocessing, divided by 255), with a dynamic batch,
+(the output of the recorded preprocessing, divided by 255), or (N, H, W, C)
+channels-last for a colour model, with a dynamic batch,
 and returns ``probabilities``: (N, classes), softmax included (and the mirror-image
 average when the run uses test-time augmentation). The model's metadata holds the
 class names, the preprocessing and the unsure rules as JSON, and the SHA-256 of
@@ -31,6 +32,8 @@ from torch import nn
 from ..core.errors import ConfigError, RunError
 from ..core.version import __version__
 from ..runfolder.paths import RunPaths
+from .forward import mirror
+from .saved import image_shape
 
 TOLERANCE = 1e-4  # largest allowed |onnxruntime - PyTorch| on any probability
 MIN_OPSET = 17  # older ones: the torch.onnx (dynamo) exporter cannot convert down and silently writes 18
@@ -56,10 +59,10 @@ class Probabilities(nn.Module):
         super().__init__()
         self.model, self.tta = model, tta
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N, H, W) float in [0, 1] -> (N, classes)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N, H, W) or (N, H, W, C) in [0, 1] -> (N, classes)
         probs = torch.softmax(self.model(images), dim=1)
         if self.tta:
-            probs = (probs + torch.softmax(self.model(images.flip(-1)), dim=1)) / 2
+            probs = (probs + torch.softmax(self.model(mirror(images)), dim=1)) / 2
         return probs
 
 
@@ -71,8 +74,8 @@ def to_onnx(module: nn.Module, info: dict, opset: int | None = None) -> bytes:
     except ImportError:
         raise ConfigError("ONNX export needs onnx and onnxscript: pip install 'fittingroom[serve]'") from None
     wrapped = Probabilities(module.cpu().eval(), bool(info.get("tta")))
-    h, w = info["input_shape"]
-    example = torch.rand(2, h, w)
+    shape = image_shape(info)  # (H, W) grey or (H, W, C) colour
+    example = torch.rand(2, *shape)
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)  # the exporter logs a warning per torchvision op it skips
@@ -85,8 +88,10 @@ def to_onnx(module: nn.Module, info: dict, opset: int | None = None) -> bytes:
     finally:
         logger.setLevel(level)
     proto = program.model_proto
-    proto.doc_string = (f"{info['model']} classifier: images float32 (N, {h}, {w}) in [0, 1], light on dark -> "
-                        f"probabilities (N, {len(info['classes'])}); see metadata 'classes' and 'preprocessing'")
+    layout = "light on dark" if len(shape) == 2 else "colour, channels last"
+    proto.doc_string = (f"{info['model']} classifier: images float32 (N, {', '.join(map(str, shape))}) in [0, 1], "
+                        f"{layout} -> probabilities (N, {len(info['classes'])}); see metadata 'classes' and "
+                        "'preprocessing'")
     meta = {
         "classes": json.dumps(info["classes"]),
         "preprocessing": json.dumps(info.get("preprocessing") or {}),
@@ -140,7 +145,7 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, da
         out: the file to write; an existing file is replaced only with ``force``. The default
             ``RUN/model.onnx`` belongs to the run and is replaced by each export.
         data_dir: where the run's dataset is (for the test images).
-        images: uint8 (N, H, W) images to check on instead of the test set.
+        images: uint8 (N, H, W) images, (N, H, W, C) for a colour model, to check on instead of the test set.
 
     Example:
         >>> result = fittingroom.export_onnx("runs/tutorial")
@@ -161,7 +166,12 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, da
 
         x_test, _ = run_test_set(run, data_dir)
         images = x_test[:n_check]
+    images = np.asarray(images)
+    expected = image_shape(info)
+    if images.ndim != len(expected) + 1 or tuple(images.shape[1:]) != expected or not len(images):
+        raise ExportError(f"the check images must be uint8 of shape (N, {', '.join(map(str, expected))}) with N >= 1, "
+                          f"as the model takes them; received shape {images.shape}")
     data = to_onnx(module, info, opset)
-    diff = check_onnx(data, module, info, np.asarray(images), tolerance)
+    diff = check_onnx(data, module, info, images, tolerance)
     write_bytes(path, data, overwrite=force or out is None)
     return ExportResult(path, diff, len(images), time.perf_counter() - t0, len(data))

@@ -10,8 +10,16 @@ from torch import nn
 from ..core.device import autocast
 
 
+def mirror(images: torch.Tensor) -> torch.Tensor:
+    """Each image flipped left to right: the width axis is -1 of grey (N, H, W), -2 of colour (N, H, W, C).
+
+    (``flip(-1)`` on channels-last colour images would reverse the channels, RGB -> BGR, not mirror them.)
+    """
+    return images.flip(-1 if images.ndim == 3 else -2)
+
+
 def as_tensor(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (N, H, W) images, or floats already in [0, 1], as a tensor on ``device``."""
+    """uint8 (N, H, W) or (N, H, W, C) images, or floats already in [0, 1], as a tensor on ``device``."""
     x = torch.as_tensor(images)
     return x.to(device)
 
@@ -55,11 +63,11 @@ def predict_logits(
     out = []
     try:
         for batch in batches(images, batch_size, device):
-            xb = to_float(batch)  # (B, H, W)
+            xb = to_float(batch)  # (B, H, W) grey or (B, H, W, C) colour
             with autocast(device, precision):
                 logp = F.log_softmax(model(xb).float(), dim=1)
                 if tta:
-                    logp_flip = F.log_softmax(model(xb.flip(-1)).float(), dim=1)
+                    logp_flip = F.log_softmax(model(mirror(xb)).float(), dim=1)
                     logp = torch.logsumexp(torch.stack([logp, logp_flip]), dim=0) - np.log(2.0)
             out.append(logp.float().cpu())
     finally:

@@ -58,6 +58,13 @@ def save_model(folder: str | os.PathLike, module: nn.Module, info: dict[str, Any
     return paths.root
 
 
+def image_shape(info: dict[str, Any]) -> tuple[int, ...]:
+    """The shape of one input image of a model.json: (H, W) grey, (H, W, C) colour (``model_args.in_channels`` > 1)."""
+    h, w = info["input_shape"]
+    channels = info["model_args"].get("in_channels", 1)
+    return (h, w) if channels == 1 else (h, w, channels)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -85,6 +92,8 @@ def _info_problem(info: dict[str, Any]) -> str | None:
         return f"input_shape must be [height, width], integers in 1..{side}; received {reprlib.repr(shape)}"
     if "input_shape" in args and args["input_shape"] != shape:
         return f"model_args.input_shape {reprlib.repr(args['input_shape'])} does not match input_shape {shape}"
+    if "in_channels" in args and not (_is_int(args["in_channels"]) and args["in_channels"] >= 1):
+        return f"model_args.in_channels must be a positive integer; received {reprlib.repr(args['in_channels'])}"
     if "num_classes" in args and args["num_classes"] != len(classes):
         return (f"model_args.num_classes {reprlib.repr(args['num_classes'])} does not match the {len(classes)} "
                 "names in classes")
@@ -209,16 +218,16 @@ def _check_architecture(info: dict[str, Any], header: dict[str, tuple[int, ...]]
 
 @torch.no_grad()
 def _check_interface(module: nn.Module, info: dict[str, Any], folder: Path) -> None:
-    """One blank image through the network: ``input_shape`` must fit it, and it must give one output per class.
+    """One blank image (1, H, W) or (1, H, W, C) through the network: it must fit, and give one output per class.
 
     (On the meta device this would cost no memory but import torch's compiler, over a second per load.)
     """
     name, model_json = info["model"], RunPaths(folder).model_json
-    h, w = info["input_shape"]
+    shape = image_shape(info)
     try:
-        out = module(torch.zeros((1, h, w)))
+        out = module(torch.zeros((1, *shape)))
     except (RuntimeError, ValueError, IndexError) as exc:
-        raise RunError(f"{model_json}: input_shape {[h, w]} does not fit model {name!r} ({_first_line(exc)}); "
+        raise RunError(f"{model_json}: input_shape {list(shape[:2])} does not fit model {name!r} ({_first_line(exc)}); "
                        "restore model.json as training wrote it") from None
     if tuple(out.shape) != (1, len(info["classes"])):
         raise RunError(f"{model_json}: classes lists {len(info['classes'])} names but the model has "
@@ -295,19 +304,28 @@ class Classifier:
     def input_shape(self) -> tuple[int, int]:
         return tuple(self.info["input_shape"])  # type: ignore[return-value]
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """One input image: (H, W) for a grey model, (H, W, C) channels-last for a colour one."""
+        return image_shape(self.info)
+
     def _check(self, x) -> np.ndarray | torch.Tensor:
         if not isinstance(x, torch.Tensor):
             x = np.asarray(x)
-        if x.ndim == 2:
+        shape = self.image_shape
+        if x.ndim == len(shape):  # one image
             x = x[None]
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"expected images of shape (N, {self.input_shape[0]}, {self.input_shape[1]}); received {tuple(x.shape)}")
+        if tuple(x.shape[1:]) != shape:
+            layout = "" if len(shape) == 2 else " (colour, channels last)"
+            raise ValueError(f"expected images of shape (N, {', '.join(map(str, shape))}){layout}; "
+                             f"received {tuple(x.shape)}")
         if not isinstance(x, torch.Tensor) and x.dtype not in (np.uint8, np.float32):
             x = x.astype(np.float32)
         return x
 
     def predict_proba(self, x, batch_size: int = 2048) -> np.ndarray:
-        """Probabilities (N, classes) for images (N, H, W): floats in [0, 1] or uint8 pixels."""
+        """Probabilities (N, classes) for images (N, H, W), or (N, H, W, C) for a colour model: floats in [0, 1]
+        or uint8 pixels."""
         from .forward import predict_proba
 
         return predict_proba(self.module, self._check(x), batch_size=batch_size, device=self.device,
