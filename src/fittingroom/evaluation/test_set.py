@@ -71,7 +71,7 @@ def caption(index: int, classes: list[str], label: int, predicted: int, probabil
 def evaluate_predictions(model: nn.Module, images: np.ndarray, labels: np.ndarray, classes: list[str],
                          logp: np.ndarray | torch.Tensor, tta: bool = False, gallery_size: int = 16,
                          explain_per_class: int = 3) -> Evaluation:
-    """Everything about a model's test-set predictions ``logp`` (N, C) of ``images`` (N, H, W) with ``labels``."""
+    """Everything about a model's test-set predictions ``logp`` (N, C) of ``images`` (N, H, W) or (N, H, W, C) with ``labels``."""
     t0 = time.perf_counter()
     logp = logp.numpy() if isinstance(logp, torch.Tensor) else np.asarray(logp)
     labels = np.asarray(labels, dtype=np.int64)

@@ -1,7 +1,7 @@
 """Image grids with captions, drawn with Pillow at exact pixel positions.
 
-A grid is a list of tiles (greyscale images or coloured maps, all the same
-size), each enlarged ``scale`` times with nearest-neighbour sampling and
+A grid is a list of tiles (greyscale or colour images, or coloured maps, all
+the same size), each enlarged ``scale`` times with nearest-neighbour sampling and
 captioned above. ``grid_layout`` says where each tile lands, so a test can
 find every image in the picture pixel for pixel. Drawing a grid of a hundred
 tiles takes milliseconds, where one matplotlib axes per tile takes seconds.
@@ -80,6 +80,18 @@ def grey_tile(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=2)
 
 
+def image_tile(image: np.ndarray) -> np.ndarray:
+    """An image as uint8 RGB (H, W, 3): greyscale (H, W) or (H, W, 1), or colour (H, W, 3); uint8 or floats in [0, 1]."""
+    image = np.asarray(image)
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return grey_tile(image.reshape(image.shape[:2]))
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"a tile must be (H, W) grey or (H, W, 3) RGB; received shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    return image
+
+
 def heat_tile(values: np.ndarray, cmap: str = "inferno", symmetric: bool = False) -> np.ndarray:
     """A map (H, W) as uint8 RGB through a matplotlib colour map: 0..max, or -max..max centred when ``symmetric``."""
     from matplotlib import colormaps
@@ -92,8 +104,8 @@ def heat_tile(values: np.ndarray, cmap: str = "inferno", symmetric: bool = False
 
 def grid_png(tiles: Sequence[np.ndarray], captions: Sequence[str], ncols: int = 8, scale: int = 3,
              title: str = "") -> bytes:
-    """PNG of ``tiles`` (each (H, W) greyscale or (H, W, 3) RGB uint8, all the same size) with their captions."""
-    tiles = [grey_tile(t) if np.asarray(t).ndim == 2 else np.asarray(t, dtype=np.uint8) for t in tiles]
+    """PNG of ``tiles`` (each (H, W) greyscale or (H, W, 3) RGB, uint8 or floats in [0, 1], all the same size)."""
+    tiles = [image_tile(t) for t in tiles]
     shape = tiles[0].shape[:2] if tiles else (1, 1)
     layout = grid_layout(len(tiles), ncols, shape, scale, captions, title)
     canvas = Image.new("RGB", layout.size, "white")
@@ -115,7 +127,9 @@ def grid_png(tiles: Sequence[np.ndarray], captions: Sequence[str], ncols: int = 
 
 def explanations_png(images: np.ndarray, saliency: np.ndarray, occlusion: np.ndarray, captions: Sequence[str],
                      per_row: int = 3, scale: int = 3) -> bytes:
-    """For each image: the image, its saliency map and its occlusion map, ``per_row`` images to a row.
+    """For each image (H, W) grey or (H, W, 3) colour: the image, its (H, W) saliency and occlusion maps.
+
+    ``per_row`` images to a row.
 
     Saliency runs from black (0) to bright yellow (the image's largest gradient);
     occlusion is red where hiding the pixel lowers the probability of the class,
@@ -123,6 +137,6 @@ def explanations_png(images: np.ndarray, saliency: np.ndarray, occlusion: np.nda
     """
     tiles, labels = [], []
     for image, sal, occ, caption in zip(images, saliency, occlusion, captions):
-        tiles += [grey_tile(image), heat_tile(sal, "inferno"), heat_tile(occ, "RdBu_r", symmetric=True)]
+        tiles += [image_tile(image), heat_tile(sal, "inferno"), heat_tile(occ, "RdBu_r", symmetric=True)]
         labels += [caption, "saliency", "occlusion"]
     return grid_png(tiles, labels, ncols=3 * per_row, scale=scale)
