@@ -14,8 +14,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.format != "onnx":
         raise ConfigError(f"unknown export format {args.format!r}; valid formats: onnx")
-    if args.check < 1:
-        raise ConfigError(f"--check must be a positive number of test images; received {args.check}")
     result = export_onnx(args.run, args.out, args.data_dir, n_check=args.check, opset=args.opset, force=args.force)
     print(f"Exported {result.path} ({result.size_bytes / MB:.1f} MB) in {result.seconds:.1f} s; onnxruntime matches "
           f"PyTorch within {result.max_abs_diff:.1e} on {result.checked} test images")

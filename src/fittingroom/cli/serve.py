@@ -1,4 +1,4 @@
-"""``fittingroom serve`` (the HTTP API and its page) and ``fittingroom export`` (ONNX)."""
+"""``fittingroom serve``: the HTTP API and its page, with every limit checked before anything starts."""
 
 from __future__ import annotations
 
