@@ -15,6 +15,9 @@ from safetensors import safe_open
 from fittingroom import TrainConfig, load_model, train_run
 from fittingroom.core import files as fsutil
 from fittingroom.core.errors import RunError
+from fittingroom.runfolder.data import load_data
+from fittingroom.runfolder.paths import RunPaths
+from fittingroom.training.run import create_run_folder
 from helpers import write_idx_dataset
 
 EPOCHS = 4
@@ -133,6 +136,29 @@ def test_resume_of_a_folder_killed_before_its_first_epoch_starts_over(tiny_data,
     (run / "config.json").write_text(json.dumps(config.to_dict()))
     resumed = train_run(resume=run, verbose=False)
     assert resumed.metrics["test_accuracy"] == reference.metrics["test_accuracy"]
+
+
+def test_a_new_run_folder_appears_with_its_config_summary_and_data_record_at_once(tiny_data, tmp_path):
+    config = TrainConfig(data=str(tiny_data), validation_size=40, epochs=1)
+    paths = RunPaths(tmp_path / "run")
+    create_run_folder(paths, config, "summary", load_data(config))
+    assert sorted(os.listdir(paths.root)) == ["config.json", "data.json", "summary.txt"]
+
+
+def test_resume_removes_the_half_written_files_of_the_killed_process_and_nothing_else(tiny_data, tmp_path):
+    config = TrainConfig(data=str(tiny_data), validation_size=40, epochs=1, batch_size=16)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    (run / "evaluation").mkdir()
+    left = [run / ".data.json.te3setaq.tmp", run / ".checkpoint.safetensors.a_b1c2d3.tmp",
+            run / "evaluation" / ".errors.json.zz99yy88.tmp"]
+    mine = [run / ".notes.tmp", run / "draft.tmp"]  # not the tool's temporary-file pattern
+    for path in left + mine:
+        path.write_text("partial")
+    train_run(resume=run, verbose=False)
+    assert [p for p in left if p.exists()] == []
+    assert all(p.read_text() == "partial" for p in mine)
 
 
 def test_new_run_never_reuses_a_folder_with_files(tiny_data, tmp_path):

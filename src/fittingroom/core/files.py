@@ -54,6 +54,8 @@ _EDQUOT = getattr(errno, "EDQUOT", errno.ENOSPC)
 _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS, errno.ENOTSUP,
                   getattr(errno, "EOPNOTSUPP", errno.ENOTSUP)}
 _DESCRIPTOR = re.compile(r"/dev/(stdout|stderr|fd/(\d+))|/proc/self/fd/(\d+)")
+_TEMP_SUFFIX = ".tmp"  # a file being written is ``.NAME.XXXXXXXX.tmp`` beside NAME (tempfile's 8 random characters)
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(_TEMP_SUFFIX))
 
 
 def _descriptor(path: str | os.PathLike) -> int | None:
@@ -181,7 +183,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], overwrit
     if kind == "file" and not overwrite:
         raise _exists_error(path, target)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TEMP_SUFFIX, dir=target.parent)
     except OSError as exc:
         raise write_error(path, exc) from None
     os.close(fd)
@@ -200,6 +202,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], overwrit
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files a process killed mid-write left in ``folder`` and its subfolders.
+
+    Call it only on a folder no other process is writing (a run being resumed): the files it
+    removes are ones :func:`atomic_write` had not yet renamed into place. Returns what it removed.
+    """
+    removed = []
+    for path in sorted(Path(folder).rglob(f".*{_TEMP_SUFFIX}")):
+        if _TEMPORARY.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise write_error(path, exc) from None
+            removed.append(path)
+    return removed
 
 
 def _direct(path: Path, write: Callable[[], Any]) -> Path:

@@ -25,7 +25,7 @@ from ..config.train_config import PRESETS, TrainConfig
 from ..core.console import printer
 from ..core.device import describe, resolve_device
 from ..core.errors import ConfigError, RunError
-from ..core.files import make_folder, staging_folder, write_error, write_json, write_text
+from ..core.files import make_folder, remove_temporaries, staging_folder, write_error, write_json, write_text
 from ..core.version import __version__
 from ..data import SplitData
 from ..data.preprocess import Preprocessing
@@ -198,6 +198,8 @@ def train_run(
     dist, device = distributed.setup(device)
     is_main = dist is None or dist.is_main
     say = printer(verbose and is_main)
+    if resume is not None and is_main:
+        remove_temporaries(paths.root)  # half-written files of the process that was stopped
     trackers: list[tracking.Tracker] = []
     try:
         data = data or load_data(config, run=resume)
@@ -213,8 +215,7 @@ def train_run(
         if is_main:  # before the folder is written: a tracker that cannot start leaves nothing behind
             trackers = tracking.tracking_callbacks(config, paths.root, data.classes)
         if resume is None and is_main:
-            create_run_folder(paths, config, summary)
-            write_record(paths.root, data)
+            create_run_folder(paths, config, summary, data)
         callbacks = [TerminateOnNaN()]
         if verbose and is_main:
             callbacks.append(ProgressLogger())
@@ -303,8 +304,8 @@ def resolve_teacher(config: TrainConfig, run_dir: Path, verbose: bool) -> Path:
     return Path(name)
 
 
-def create_run_folder(paths: RunPaths, config: TrainConfig, summary: str) -> None:
-    """Make the run folder with its config.json and summary.txt, all at once.
+def create_run_folder(paths: RunPaths, config: TrainConfig, summary: str, data: SplitData | None = None) -> None:
+    """Make the run folder with its config.json, summary.txt and (for ``data`` from files) data.json, all at once.
 
     The files are written into a hidden sibling folder that is then renamed, so a
     run folder, from its first moment, always holds its configuration and can be resumed.
@@ -327,6 +328,8 @@ def create_run_folder(paths: RunPaths, config: TrainConfig, summary: str) -> Non
     try:
         write_json(staging / paths.config.name, config.to_dict())
         write_text(staging / paths.summary.name, summary + "\n")
+        if data is not None:
+            write_record(staging, data)
         if target.is_dir():
             with contextlib.suppress(FileNotFoundError):  # another training may have removed it first
                 target.rmdir()  # an empty folder the user made for the run
