@@ -110,3 +110,38 @@ def spec_for(folder: Path, name: str = "tiny") -> ds.DatasetSpec:
     files = ds._MNIST_FILES
     sha = {split: hashlib.sha256(gzip.decompress((folder / (f + ".gz")).read_bytes())).hexdigest() for split, f in files.items()}
     return ds.DatasetSpec(name=name, classes=("zero", "one", "two", "three"), files=files, sha256=sha, mirrors=())
+
+
+HUE_CLASSES = ["red", "green", "yellow", "blue"]  # one chroma direction each, all at the same brightness
+
+
+def hue_images(n_per_class: int, size=(16, 16), seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, H, W, 3) images whose classes differ only by hue at equal luminance (ITU-R 601 luma, Pillow's "L").
+
+    Every image is a random texture of random brightness; its class adds a chroma offset with no luma, so a
+    greyscale pipeline sees the same distribution for every class and can only guess.
+    """
+    luma = np.array([0.299, 0.587, 0.114])
+    red_green = np.array([1.0, -luma[0] / luma[1], 0.0]) * 55  # luma . d == 0
+    yellow_blue = np.array([0.0, 1.0, -luma[1] / luma[2]]) * 12
+    offsets = [red_green, -red_green, yellow_blue, -yellow_blue]
+    rng = np.random.default_rng(seed)
+    h, w = size
+    images, labels = [], []
+    for label, offset in enumerate(offsets):
+        for _ in range(n_per_class):
+            level = rng.uniform(95, 160) + rng.uniform(-25, 25, (h, w, 1))
+            images.append(np.clip(np.rint(level + offset), 0, 255).astype(np.uint8))
+            labels.append(label)
+    order = rng.permutation(len(labels))
+    return np.stack(images)[order], np.asarray(labels)[order]
+
+
+def write_hue_folders(root, n_per_class: int = 60, size=(16, 16), seed=0):
+    """PNG files of :func:`hue_images` in one folder per class."""
+    images, labels = hue_images(n_per_class, size, seed)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        folder = root / HUE_CLASSES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"{i}.png")
+    return root

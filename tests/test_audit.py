@@ -143,7 +143,7 @@ def test_audit_of_an_image_folder_streamed_from_disk(tmp_path):
     from helpers import write_class_folders
 
     root = write_class_folders(tmp_path / "photos", n=40)
-    data = open_data(str(root), options=FolderOptions(memory_limit_mb=0, workers=0))
+    data = open_data(str(root), options=FolderOptions(memory_limit_mb=0, workers=0, preprocessing="object"))
     assert isinstance(data.x_train, ImageFiles)  # too large for the (zero) memory budget: decoded on demand
     result, _ = audit_data(data)
     assert sum(map(sum, result["class_balance"].values())) == 40

@@ -275,6 +275,8 @@ def test_tiny_photos_in_a_folder_are_resized_not_refused(tmp_path):
         for i in range(10):
             Image.new("L", (1, 1), value).save(root / name / f"{i}.png")
     data = open_data(str(root), options=FolderOptions(workers=0))
+    assert data.input_shape == (8, 8)  # the median size, 1x1, raised to the smallest side a model takes
+    data = open_data(str(root), options=FolderOptions(workers=0, preprocessing="object"))
     assert data.input_shape == (28, 28)
 
 

@@ -23,7 +23,8 @@ def test_fraction_split_is_seeded_disjoint_and_complete():
 
 
 def test_image_folder_classes_come_from_folder_names(tmp_path):
-    data = open_data(str(write_class_folders(tmp_path / "imgs")))
+    # product photos: the object method, grey and cropped like Fashion-MNIST
+    data = open_data(str(write_class_folders(tmp_path / "imgs")), options=FolderOptions(preprocessing="object"))
     assert data.classes == CLASSES
     assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (96, 12, 12)
     assert isinstance(data.x_train, np.ndarray) and data.x_train.shape == (96, 28, 28)
@@ -49,7 +50,8 @@ def test_streamed_data_stays_on_disk(tmp_path):
     root = write_class_folders(tmp_path / "imgs")
     data = open_data(str(root), options=FolderOptions(memory_limit_mb=0, workers=0))
     assert data.streaming and isinstance(data.x_test, ImageFiles)
-    assert data.x_test[[0, 1]].shape == (2, 28, 28) and data.x_test[0].dtype == np.uint8
+    # resized (the default) to the median size of the photos, in colour since some of them are RGB JPEGs
+    assert data.x_test[[0, 1]].shape == (2, 49, 49, 3) and data.x_test[0].dtype == np.uint8
 
 
 def test_kaggle_csv_pair_splits_like_the_idx_files(tmp_path):

@@ -11,8 +11,9 @@ from ..core.errors import ConfigError
 # Flags that map one-to-one onto TrainConfig fields: flag -> (field, type, help).
 CONFIG_FLAGS = {
     "--model": ("model", str, "model name from the registry (see `fittingroom summary --list`)"),
-    "--data": ("data", str, "dataset name (fashion-mnist, mnist), a folder of IDX files, a folder with one "
-                       "sub-folder of images per class, or a CSV (label,pixel1,...)"),
+    "--data": ("data", str, "dataset name (fashion-mnist, mnist, cifar10), a folder of IDX files, a folder with "
+                       "one sub-folder of images per class (or train/, val/, test/ sub-folders of those), or a CSV "
+                       "(label,pixel1,...)"),
     "--data-dir": ("data_dir", str, "the only folder to look in for the dataset's files (default: the usual places, then download)"),
     "--epochs": ("epochs", int, "number of epochs"),
     "--batch-size": ("batch_size", int, "images per optimizer step (global, across processes)"),
@@ -23,7 +24,13 @@ CONFIG_FLAGS = {
     "--device": ("device", str, "auto, cpu or cuda"),
     "--precision": ("precision", str, "auto, fp32 or bf16"),
     "--threads": ("threads", int, "CPU threads for PyTorch"),
+    "--image-size": ("image_size", int, "an image folder: the height and width its images become "
+                                        "(default: their median, at most 64 px)"),
+    "--preprocessing": ("preprocessing", str, "an image folder: resize (keep the aspect ratio, centre-crop; the "
+                                              "default), resize-pad (fit inside, pad with black) or object (grey, "
+                                              "cropped to the object: photos like Fashion-MNIST's)"),
 }
+FLAG_VALUES = {"--image-size": ("H", "W")}  # flags that take more than one value: their metavars
 
 
 # Switches that turn a TrainConfig field on: flag -> (field, help).
@@ -119,7 +126,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help=f"named configuration: {', '.join(PRESETS)} (default: seed, the tutorial)")
     p.add_argument("--config", metavar="FILE", help="a JSON configuration file (a run's config.json or a preset file)")
     for flag, (field, type_, help_) in CONFIG_FLAGS.items():
-        p.add_argument(flag, dest=field, type=type_, help=help_)
+        many = FLAG_VALUES.get(flag)
+        p.add_argument(flag, dest=field, type=type_, help=help_, nargs=len(many) if many else None, metavar=many)
     add_model_arg_flag(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any configuration field, e.g. label_smoothing=0.1 or translate=2 (repeatable)")

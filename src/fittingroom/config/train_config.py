@@ -53,6 +53,8 @@ class TrainConfig:
     class_names: str | None = None  # a file with one class name per line (default: folder names or classes.txt)
     memory_limit_mb: int = 4096  # decode an image folder into memory up to this size, stream it beyond (0: always)
     workers: int = 2  # processes decoding images of a streamed folder
+    image_size: list[int] | None = None  # [H, W] an image folder's images become; None: from the data (median, <= 64)
+    preprocessing: str | None = None  # an image folder: resize (default), resize-pad or object (photos of one object)
     # model
     model: str = "mlp"
     model_args: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +132,7 @@ class TrainConfig:
         _int_in("memory_limit_mb", self.memory_limit_mb, 0, MAX_INT)
         _int_in("seed", self.seed, 0, MAX_SEED)
         _int_in("split_seed", self.split_seed, 0, MAX_SEED)
+        self._check_images()
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ConfigError(
                 f"`val_fraction` and `test_fraction` must be in [0, 1) with a sum below 1; "
@@ -163,6 +166,17 @@ class TrainConfig:
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ConfigError("`nesterov` needs optimizer='sgd' with a non-zero momentum")
         return self
+
+    def _check_images(self) -> None:
+        from ..data.datasets import MIN_SIDE
+        from ..data.preprocess import PREPROCESSING_METHODS, Preprocessing
+
+        if self.preprocessing is not None:
+            _choice("preprocessing", self.preprocessing, PREPROCESSING_METHODS)
+        if self.image_size is not None and not (
+                len(self.image_size) == 2 and all(MIN_SIDE <= side <= Preprocessing.MAX_SIDE for side in self.image_size)):
+            raise ConfigError(f"`image_size` must be two sides [H, W], each {MIN_SIDE}..{Preprocessing.MAX_SIDE} "
+                              f"pixels; received image_size={self.image_size!r}")
 
     # ------------------------------------------------------------------ round trips
     def to_dict(self) -> dict[str, Any]:
@@ -270,6 +284,10 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
             return value
         if base in (str, bool, dict) and isinstance(value, base):
             return value
+        if base is list and isinstance(value, (list, tuple)):
+            item = (get_args(t) or (object,))[0]
+            if all(item is object or (isinstance(v, item) and not isinstance(v, bool)) for v in value):
+                return list(value)
     expected = " or ".join(getattr(get_origin(t) or t, "__name__", str(t)) for t in types)
     raise ConfigError(f"{where}: `{name}` must be {expected}; received {name}={value!r}")
 

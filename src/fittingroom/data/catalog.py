@@ -78,13 +78,15 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def list_datasets() -> list[str]:
-    """Names of the datasets ``load_dataset`` knows.
+    """Names of the datasets ``open_data`` knows: the IDX ones ``load_dataset`` reads, and CIFAR-10.
 
     Example:
         >>> fittingroom.list_datasets()
-        ['fashion-mnist', 'mnist']
+        ['cifar10', 'fashion-mnist', 'mnist']
     """
-    return sorted(DATASETS)
+    # CIFAR-10 is one archive of binary batches, not four IDX files: its spec and reader are in data/cifar.py
+    # (which imports this module, so the name is written here rather than imported)
+    return sorted([*DATASETS, "cifar10"])
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -92,6 +94,9 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
+        if name in list_datasets():  # CIFAR-10: not IDX files
+            raise ConfigError(f"{name} is not a set of IDX files: open it with open_data({name!r}) "
+                              f"(`--data {name}` on the command line)") from None
         raise ConfigError(
             f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())} "
             f"(or a folder of IDX files)"

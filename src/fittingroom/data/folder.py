@@ -1,24 +1,26 @@
-"""Your own images: a folder with one sub-folder per class, or a CSV in the Kaggle Fashion-MNIST layout.
+"""Your own images: the files of an image folder decoded into arrays, class folders, or a CSV in the Kaggle
+Fashion-MNIST layout.
 
-Images of any format and size go through the same preprocessing as
-``fittingroom predict`` (greyscale, background made dark, cropped, resized), so
-a model trained here sees at prediction time exactly what it saw in training.
-A dataset that fits the memory budget is decoded once, in parallel, into uint8
-arrays; a larger one stays on disk as :class:`ImageFiles` and is decoded batch
-by batch by DataLoader workers during training.
+An image folder's layout (class folders, or train/, val/ and test/ folders of them), its survey and the size and
+channels chosen for it are in :mod:`fittingroom.data.survey`. Images of mixed sizes and modes are each converted
+by the rule stated in :mod:`fittingroom.data.preprocess`, the same that ``fittingroom predict`` applies, so a
+model trained here sees at prediction time exactly what it saw in training. A dataset that fits the memory budget
+is decoded once, in parallel, into uint8 arrays; a larger one stays on disk as :class:`ImageFiles` and is decoded
+batch by batch by DataLoader workers during training.
 
 Class folder names become class names as ``os.fsdecode`` gives them, with any
 bytes that are not UTF-8 shown as U+FFFD (``caf\xe9`` becomes ``caf\ufffd``),
 so the names can be written into model.json, figures and reports; the files
-are still opened by their real names. An image that cannot be decoded stops
+are still opened by their real names. An image that cannot be read stops
 the loading with one line naming the file (rather than being skipped, which
-would silently change the dataset and its split).
+would silently change the dataset and its recorded split).
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,37 +30,42 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import DataError, FittingroomError
-from .preprocess import IMAGE_SUFFIXES
+from .preprocess import IMAGE_SUFFIXES, Preprocessing
 
 MAX_NAMES_BYTES = 10 << 20  # a class-names file larger than this is not one (10,000 names of 1 KB)
 CLASSES_FILE = "classes.txt"  # the class names, one a line, read from beside a dataset when no others are given
+PROGRESS_MIN_IMAGES = 2000  # decoding fewer images than this is quick enough to need no progress bar
 
 
 class ImageFiles(Dataset):
-    """Image files decoded on demand into uint8 ``input_shape`` arrays (a lazy ``(N, H, W)`` array).
+    """Image files decoded on demand by ``prep`` (a lazy uint8 array ``(N, H, W)``, or ``(N, H, W, 3)`` in colour).
 
     Indexing with an integer gives one image; with a sequence or array of
-    integers, a stacked ``(K, H, W)`` array, so code written for numpy arrays works.
+    integers, a stacked ``(K, H, W[, 3])`` array, so code written for numpy arrays works.
     """
 
-    def __init__(self, paths: list[str], input_shape: tuple[int, int] = (28, 28)):
+    def __init__(self, paths: list[str], prep: Preprocessing = Preprocessing()):
         self.paths = list(paths)
-        self.input_shape = tuple(input_shape)
+        self.prep = prep
 
     def __len__(self) -> int:
         return len(self.paths)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return (len(self.paths), *self.input_shape)
+    def shape(self) -> tuple[int, ...]:
+        channels = () if self.prep.channels == 1 else (self.prep.channels,)
+        return (len(self.paths), *self.prep.size, *channels)
 
-    ndim = 3
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
     dtype = np.dtype(np.uint8)
 
     def load(self, i: int) -> np.ndarray:
-        from .preprocess import Preprocessing, load_image
+        from .preprocess import load_image
 
-        return load_image(self.paths[i], Preprocessing(size=tuple(self.input_shape)))
+        return load_image(self.paths[i], self.prep)
 
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
@@ -66,10 +73,10 @@ class ImageFiles(Dataset):
         if isinstance(index, slice):
             index = range(*index.indices(len(self)))
         return np.stack([self.load(int(i)) for i in np.asarray(list(index)).ravel()]) if len(index) else \
-            np.zeros((0, *self.input_shape), np.uint8)
+            np.zeros((0, *self.shape[1:]), np.uint8)
 
     def subset(self, indices: np.ndarray) -> ImageFiles:
-        return ImageFiles([self.paths[i] for i in indices], self.input_shape)
+        return ImageFiles([self.paths[i] for i in indices], self.prep)
 
 
 @dataclass
@@ -100,8 +107,15 @@ def _stack_batch(items: list) -> torch.Tensor | _Unreadable:
     return bad if bad is not None else torch.from_numpy(np.stack(items))
 
 
+def unreadable(message: str) -> DataError:
+    """The DataError for a dataset's file that is not a readable image (``message``: the ImageError's)."""
+    reason = message.split("; ")[0]  # "PATH: not a readable image (...)", without advice meant for predict
+    return DataError(f"{reason}; every image of a dataset folder is used, none is skipped: remove or replace this file")
+
+
 def iterate_batches(images: ImageFiles, batch_size: int, order=None, workers: int = 0):
-    """uint8 tensors ``(B, H, W)`` of ``images`` in ``order`` (default: as stored), decoded by ``workers`` processes.
+    """uint8 tensors ``(B, H, W[, C])`` of ``images`` in ``order`` (default: as stored), decoded by ``workers``
+    processes.
 
     The first file that is not a readable image stops the iteration with a DataError naming it.
     """
@@ -109,17 +123,30 @@ def iterate_batches(images: ImageFiles, batch_size: int, order=None, workers: in
                         collate_fn=_stack_batch, persistent_workers=False)
     for batch in loader:
         if isinstance(batch, _Unreadable):
-            reason = batch.message.split("; ")[0]  # "PATH: not a readable image (...)", without advice for predict
-            raise DataError(f"{reason}; every image of a dataset folder is used, none is skipped: "
-                            f"remove or replace this file")
+            raise unreadable(batch.message)
         yield batch
 
 
+def show_progress(count: int) -> bool:
+    """Whether work on ``count`` images shows a progress bar: many images, and a person watching stderr."""
+    return count > PROGRESS_MIN_IMAGES and bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def decode_all(images: ImageFiles, workers: int = 0, batch_size: int = 256) -> np.ndarray:
-    """Every image decoded into one uint8 array ``(N, H, W)``."""
-    if len(images) == 0:
-        return np.zeros((0, *images.input_shape), np.uint8)
-    return np.concatenate([b.numpy() for b in iterate_batches(images, batch_size, workers=workers)])
+    """Every image decoded into one uint8 array ``(N, H, W[, C])``, with a progress bar on stderr for many."""
+    from tqdm.std import tqdm
+
+    out = np.empty(images.shape, np.uint8)  # filled in place: half the peak memory of concatenating batches
+    if len(images) == 0:  # no workers started for nothing
+        return out
+    with tqdm(total=len(images), desc="Decoding images", unit="img", file=sys.stderr, leave=False,
+              disable=not show_progress(len(images))) as bar:
+        start = 0
+        for batch in iterate_batches(images, batch_size, workers=workers):
+            out[start:start + len(batch)] = batch.numpy()
+            start += len(batch)
+            bar.update(len(batch))
+    return out
 
 
 def display_name(name: str) -> str:

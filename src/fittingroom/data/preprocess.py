@@ -1,19 +1,34 @@
-"""Turning any photo into an image like the training images.
+"""Turning any image file into a model input, by one of three named methods.
 
-Fashion-MNIST was made from product photos: trim the background (pixels within
-5% of the corner colour), resize the longest side to 28, centre, negate, grey.
-:func:`prepare` does the same to a user's photo so that a dark garment on a
-white background, large and off-centre, becomes a light garment on black that
-fills the 28x28 frame:
+    resize      keep the aspect ratio, resize so the image covers (H, W) (its shorter side fits), centre-crop
+    resize-pad  keep the aspect ratio, resize so the image fits inside (H, W) (its longer side fits), centre it
+                on black (0)
+    object      the photo pipeline made for Fashion-MNIST (below): grey, background made dark, cropped to the object
+
+The settings are a :class:`Preprocessing` recorded in ``model.json``, so the CLI, the Python API, the server and
+the ONNX export all do the same; a ``model.json`` written before the method was recorded is ``object``.
+
+resize and resize-pad give uint8 (H, W) for one channel, (H, W, 3) for three, by one conversion rule:
+
+    first frame, EXIF orientation -> alpha (RGBA, LA, PA, a transparent colour of P, L or RGB) composited onto white
+    -> 16-bit / float grey scaled, not clipped, to 0..255 -> CMYK, YCbCr, palette etc. to RGB by Pillow
+    -> a grey image given to a colour model replicated to 3 channels; a colour image given to a grey model
+       converted by Pillow's ITU-R 601-2 luma ("L": 0.299 R + 0.587 G + 0.114 B; a JPEG decodes its own luma).
+
+A photo many times the output size is first reduced by an integer factor (box average; a JPEG is decoded scaled
+down), never below ``REDUCING_GAP`` times the resized size, then resized with Lanczos antialiasing.
+
+object: Fashion-MNIST was made from product photos: trim the background (pixels within 5% of the corner colour),
+resize the longest side to 28, centre, negate, grey. :func:`prepare` does the same to a user's photo so that a
+dark garment on a white background, large and off-centre, becomes a light garment on black that fills the 28x28
+frame:
 
     first frame, EXIF orientation -> alpha composited onto the background
     -> grey -> background estimated from the border, inverted when light
     -> background mapped to the training images' level
     -> cropped to the object -> padded square -> antialiased resize.
 
-The settings are a :class:`Preprocessing`, fitted to the training images at
-train time (:meth:`Preprocessing.fit`) and recorded in ``model.json``, so the
-CLI, the Python API, the server and the ONNX export all do the same.
+Its settings are fitted to the training images at train time (:meth:`Preprocessing.fit`).
 """
 
 from __future__ import annotations
@@ -30,10 +45,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..core.errors import ImageError, RunError
+from ..core.errors import ConfigError, ImageError, RunError
 
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes; a larger one (or a decompression bomb) is refused
-WORK_SIDE = 512  # large photos are reduced to this longest side first (18x the 28-pixel output)
+WORK_SIDE = 512  # object: large photos are reduced to this longest side first (18x the 28-pixel output)
+REDUCING_GAP = 3.0  # resize: a box average first, to at least 3x the resized size, then Lanczos (Pillow's reducing_gap)
+PREPROCESSING_METHODS = ("resize", "resize-pad", "object")
 # the only formats decoded (Pillow's names): each decoder is attack surface, so no ICO, PCX, TGA, SGI, DDS, XBM,
 # JPEG 2000 or the other two dozen Pillow knows; TIFF stays because photo scanners and class folders use it
 DECODE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
@@ -60,6 +77,8 @@ class Preprocessing:
     centre: str = "box"  # "box": centre the bounding box; "mass": centre the centre of mass
     background: int = 0  # the training images' background level, 0-255 (0: black)
     threshold: int = 13  # grey levels above the background that count as object: 5% of 255, as Fashion-MNIST trimmed
+    method: str = "object"  # one of PREPROCESSING_METHODS; crop, fill, centre, background, threshold are object's
+    channels: int = 1  # 1: grey (H, W); 3: colour (H, W, 3), resize and resize-pad only
 
     MAX_SIDE: ClassVar[int] = 1024  # the largest input side a model.json may give: 1 megapixel, 4 MB as floats
     MIN_FILL: ClassVar[float] = 0.05  # a photo's object is drawn on a canvas (its side / fill) wide: 20x at most
@@ -69,10 +88,12 @@ class Preprocessing:
 
     @classmethod
     def from_info(cls, info: dict[str, Any], source: str = "model.json") -> Preprocessing:
-        """The preprocessing recorded in a ``model.json``; older files without it get the Fashion-MNIST defaults.
+        """The preprocessing recorded in a ``model.json``; older files without it get the Fashion-MNIST defaults,
+        and files without ``method`` or ``channels`` (all written before colour) are ``object`` on grey, as then.
 
-        A recorded value that is out of range, or a size unlike the model's ``input_shape``, is a RunError
-        naming ``source``: the model folder is damaged, whatever image is being classified.
+        A recorded value that is out of range, or a size or channel count unlike the model's ``input_shape`` or
+        ``model_args.in_channels``, is a RunError naming ``source``: the model folder is damaged, whatever image
+        is being classified.
         """
         saved = info.get("preprocessing")
         shape = info.get("input_shape", [28, 28])
@@ -83,21 +104,26 @@ class Preprocessing:
         elif saved is not None and not isinstance(saved, dict):
             values = {"preprocessing": saved}  # reported below
         values.setdefault("size", shape)
-        problem = cls._problem(values, shape)
+        args = info.get("model_args")
+        problem = cls._problem(values, shape, args.get("in_channels", 1) if isinstance(args, dict) else None)
         if problem:
             raise RunError(f"{source}: {problem}; the model folder is damaged: restore its model.json as training "
                            "wrote it, or train again")
         return cls(**{**values, "size": tuple(values["size"])})
 
     @classmethod
-    def _problem(cls, values: dict[str, Any], shape: Any) -> str | None:
-        """What is wrong with recorded preprocessing ``values`` (one phrase), or None."""
+    def _problem(cls, values: dict[str, Any], shape: Any, in_channels: Any = None) -> str | None:
+        """What is wrong with recorded preprocessing ``values`` (one phrase), or None.
+
+        ``in_channels`` is the model's (None: not known), which the recorded channels must match.
+        """
         def integer(v: Any, lo: int, hi: int) -> bool:
             return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
         if "preprocessing" in values:
             return f"preprocessing must be an object; received {reprlib.repr(values['preprocessing'])}"
         size, fill = values["size"], values.get("fill", 1.0)
+        method, channels = values.get("method", "object"), values.get("channels", 1)
         checks = [
             ("size", isinstance(size, (list, tuple)) and len(size) == 2
              and all(integer(v, 1, cls.MAX_SIDE) for v in size), f"two integers in 1..{cls.MAX_SIDE}"),
@@ -107,10 +133,18 @@ class Preprocessing:
             ("centre", values.get("centre", "box") in ("box", "mass"), "'box' or 'mass'"),
             ("background", integer(values.get("background", 0), 0, 255), "an integer in 0..255"),
             ("threshold", integer(values.get("threshold", 13), 0, 255), "an integer in 0..255"),
+            ("method", isinstance(method, str) and method in PREPROCESSING_METHODS,
+             "one of " + ", ".join(repr(m) for m in PREPROCESSING_METHODS)),
+            ("channels", integer(channels, 1, 3) and channels != 2, "1 (grey) or 3 (colour)"),
         ]
         for name, ok, valid in checks:
             if not ok:
                 return f"preprocessing.{name} must be {valid}; received {reprlib.repr(values.get(name))}"
+        if method == "object" and channels != 1:
+            return f"preprocessing.method 'object' makes grey images, it needs channels 1; received channels {channels}"
+        if in_channels is not None and in_channels != channels:
+            return (f"preprocessing.channels {channels} does not match the model's model_args.in_channels "
+                    f"{reprlib.repr(in_channels)}")
         if not isinstance(shape, (list, tuple)) or list(size) != list(shape):
             return f"preprocessing.size {list(size)} does not match the model's input_shape {reprlib.repr(shape)}"
         return None
@@ -149,12 +183,15 @@ class Preprocessing:
 
 
 def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS, name: str | None = None,
-               decode: bool = True):
+               decode: bool = True, draft: tuple[str, tuple[int, int]] | None = ("L", (WORK_SIDE, WORK_SIDE))):
     """A decoded PIL image (first frame) from a file or bytes; ImageError (naming ``name``) if it is not one.
 
     Only :data:`DECODE_FORMATS` are opened; another format Pillow recognises raises :class:`UnsupportedFormat`.
     With ``decode=False`` the image is checked (format, pixel limit) but not decoded: its ``size`` is what
     decoding will produce (a JPEG decodes scaled down), for a server to weigh a request before the work.
+    ``draft`` is (mode, (width, height)) for a JPEG: decoded in that mode ("L" turns colour grey) and scaled
+    down by 1/2..1/8 while at least that size (:func:`draft_for` gives a preprocessing's; the default is the
+    object method's); None decodes it whole, as stored (for a survey of sizes and colour).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -176,8 +213,8 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS, 
                 raise ImageTooLarge(f"{name}: {img.width}x{img.height} pixels is over the limit of {max_pixels:,}; "
                                     "send a smaller image")
             img.seek(0)
-            if img.format in ("JPEG", "MPO"):  # decode grey, scaled down by 1/2..1/8: far faster than decoding it all
-                img.draft("L", (WORK_SIDE, WORK_SIDE))
+            if img.format in ("JPEG", "MPO") and draft:  # decoding scaled down by 1/2..1/8 is far faster
+                img.draft(*draft)
             if decode:
                 img.load()
     except FileNotFoundError:
@@ -215,6 +252,39 @@ def _other_format(source: str | os.PathLike | bytes) -> str | None:
     return None
 
 
+def draft_for(prep: Preprocessing) -> tuple[str, tuple[int, int]]:
+    """The JPEG draft (mode, (width, height)) for :func:`open_image` that loses nothing ``prep`` keeps."""
+    if prep.method == "object":
+        return "L", (WORK_SIDE, WORK_SIDE)
+    h, w = prep.size
+    return ("RGB" if prep.channels == 3 else "L"), (math.ceil(REDUCING_GAP * w), math.ceil(REDUCING_GAP * h))
+
+
+def image_mode_is_colour(img) -> bool:
+    """Whether a PIL image holds colour, from its header (nothing decoded): the rule for choosing 3 channels.
+
+    Colour modes (RGB, RGBA, CMYK, YCbCr...) are colour, grey ones (1, L, LA, I;16, F...) are not; a palette
+    image is colour when its palette holds any entry that is not grey. A JPEG counts its stored components,
+    so one opened with a grey draft still answers for the file.
+    """
+    from PIL import Image
+
+    if img.format in ("JPEG", "MPO") and getattr(img, "layers", 0):
+        return img.layers >= 3  # 1 component: grey; 3 (YCbCr, RGB) or 4 (CMYK): colour
+    if img.mode not in ("P", "PA"):
+        return Image.getmodebase(img.mode) == "RGB"
+    palette = img.palette
+    if palette is None:
+        return True  # no palette to look at: not known to be grey
+    try:  # the palette as read (raw bytes in the file's order) decoded by Pillow on a 1x1 image
+        probe = Image.new("P", (1, 1))
+        probe.putpalette(palette.palette, palette.rawmode or palette.mode)
+        rgb = np.frombuffer(bytes(probe.getpalette("RGB") or b""), dtype=np.uint8).reshape(-1, 3)
+    except (ValueError, OSError):
+        return True
+    return bool((rgb != rgb[:, :1]).any())
+
+
 def _grey(img):
     """The image as 8-bit grey ("L"), EXIF-rotated, alpha composited onto a background that contrasts.
 
@@ -235,11 +305,18 @@ def _grey(img):
         # the transparent part is the background: white behind a dark object, black behind a light one
         behind = 255 if a.sum() == 0 or (g * a).sum() / a.sum() < 128 else 0
         return Image.composite(grey, Image.new("L", grey.size, behind), alpha)
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey: scale, do not clip, to 0-255
-        grey = np.asarray(reduce(img.convert("F")), dtype=np.float32)
-        grey = grey / 257.0 if grey.max() > 255 else grey
-        return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return _scaled_grey(img, reduce)
     return reduce(img.convert("L"))
+
+
+def _scaled_grey(img, reduce):
+    """16-bit or float grey as "L", scaled (not clipped) to 0-255; values all within 0-255 are taken as they are."""
+    from PIL import Image
+
+    grey = np.asarray(reduce(img.convert("F")), dtype=np.float32)
+    grey = grey / 257.0 if grey.max() > 255 else grey
+    return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
 
 
 def _border(a: np.ndarray) -> np.ndarray:
@@ -305,8 +382,69 @@ def _crop_square(obj, prep: Preprocessing):
     return canvas
 
 
+def _rgb_or_grey(img, factor: int):
+    """The image as "RGB", or "L" when it is grey, by the conversion rule; reduced by ``factor`` (box average)."""
+    from PIL import Image
+
+    def reduce(im):
+        return im.reduce(factor) if factor > 1 else im
+
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode in ("P", "L", "RGB") and "transparency" in img.info):
+        rgba = reduce(img.convert("RGBA"))  # Pillow reduces RGBA premultiplied: transparent pixels add no colour
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        return _scaled_grey(img, reduce)
+    return reduce(img.convert("L" if Image.getmodebase(img.mode) == "L" else "RGB"))  # CMYK, YCbCr, P...: RGB
+
+
+def _resized(img, prep: Preprocessing) -> np.ndarray:
+    """``resize`` (cover, centre-crop) or ``resize-pad`` (fit, centre on black): uint8 (H, W) or (H, W, 3)."""
+    from PIL import Image, ImageOps
+
+    h, w = prep.size
+    cover = prep.method == "resize"
+
+    def scale(im) -> float:  # output pixels per image pixel, the same both ways: the aspect ratio is kept
+        return (max if cover else min)(w / im.width, h / im.height)
+
+    img = ImageOps.exif_transpose(img)
+    img = _rgb_or_grey(img, max(1, int(1 / (scale(img) * REDUCING_GAP))))  # still >= 3x the resized size
+    mode = "RGB" if prep.channels == 3 else "L"
+    if img.mode != mode:  # grey replicated to RGB, or RGB to ITU-R 601-2 luma
+        img = img.convert(mode)
+    s, lanczos = scale(img), Image.Resampling.LANCZOS
+    if cover:  # the centred region that covers the output, resized straight into it
+        cw, ch = min(img.width, w / s), min(img.height, h / s)
+        box = ((img.width - cw) / 2, (img.height - ch) / 2, (img.width + cw) / 2, (img.height + ch) / 2)
+        out = img.resize((w, h), lanczos, box=box, reducing_gap=REDUCING_GAP)
+    else:  # the whole image, centred on black; an odd margin's extra pixel goes to the bottom or the right
+        rw, rh = min(w, max(1, round(img.width * s))), min(h, max(1, round(img.height * s)))
+        out = Image.new(mode, (w, h), 0)
+        out.paste(img.resize((rw, rh), lanczos, reducing_gap=REDUCING_GAP), ((w - rw) // 2, (h - rh) // 2))
+    return np.array(out, dtype=np.uint8)
+
+
 def prepare(img, prep: Preprocessing = Preprocessing()) -> np.ndarray:
-    """A PIL image as the model's input: uint8 (H, W), light object on the training background."""
+    """A PIL image as the model's input by ``prep.method``: uint8 (H, W) for one channel, (H, W, 3) for three."""
+    if prep.method == "object":
+        return _prepare_object(img, prep)
+    if prep.method in ("resize", "resize-pad"):
+        return _resized(img, prep)
+    raise ConfigError(f"preprocessing method must be one of {', '.join(PREPROCESSING_METHODS)}; "
+                      f"received {prep.method!r}")
+
+
+def describe(prep: Preprocessing) -> str:
+    """A short phrase for logs and ``data info``, e.g. "resize to 32x32, colour" (sizes are H x W)."""
+    h, w = prep.size
+    size = f"{h}x{w}" if h == w else f"{h}x{w} (HxW)"
+    if prep.method == "object":
+        return f"object to {size}, grey, background made dark" + (", cropped to the object" if prep.crop else "")
+    return f"{prep.method} to {size}, {'colour' if prep.channels == 3 else 'grey'}"
+
+
+def _prepare_object(img, prep: Preprocessing) -> np.ndarray:
+    """``object``: uint8 (H, W), light object on the training background."""
     from PIL import Image
 
     square = _crop_square(_object(_grey(img)), prep)
@@ -320,9 +458,9 @@ def prepare(img, prep: Preprocessing = Preprocessing()) -> np.ndarray:
 
 def load_image(source: str | os.PathLike | bytes, prep: Preprocessing = Preprocessing(),
                max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
-    """An image file (or its bytes) as the model's input, uint8 (H, W); ImageError if it cannot be read."""
+    """An image file (or its bytes) as the model's input, uint8 (H, W) or (H, W, 3); ImageError if unreadable."""
     name = name or ("image" if isinstance(source, bytes) else str(source))
-    img = open_image(source, max_pixels, name)
+    img = open_image(source, max_pixels, name, draft=draft_for(prep))
     try:
         return prepare(img, prep)
     except (OSError, ValueError) as exc:  # a frame that fails late, e.g. a truncated GIF

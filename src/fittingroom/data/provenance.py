@@ -4,9 +4,13 @@ When a run folder is created, ``RUN/data.json`` records:
 
 - ``kind``: ``dataset`` (a named dataset), ``idx`` (a folder of IDX files), ``csv`` or ``image-folder``;
 - ``data``: the dataset's name, or the absolute path trained on;
-- ``files``: for a named dataset, the files read (absolute path and published SHA-256, which every load
-  verifies); for IDX folders and CSV files, each file's path, size and SHA-256 (of the decompressed content
-  for IDX); for an image folder, every image as ``{path relative to the folder: size in bytes}``;
+- ``files``: for a named dataset, the files read (absolute path and SHA-256: the published one for the IDX
+  datasets, which every load verifies; for CIFAR-10, that of each batch file's content, loose or in the
+  archive, checked again when the run's data is loaded); for IDX folders and CSV files, each file's path,
+  size and SHA-256 (of the decompressed content for IDX); for an image folder, every image as
+  ``{path relative to the folder: size in bytes}``;
+- ``preprocessing`` (an image folder): how its files became the images, so that they become the same again;
+  a record without it was made when every folder was read by the ``object`` method at 28x28;
 - ``split``: which images train, validate and test. An image folder lists the relative paths of each part;
   a single CSV the row numbers of its validation and test rows; IDX files and paired CSV files keep their
   published train/test files, and the first ``validation_size`` training images validate.
@@ -19,6 +23,7 @@ set. A run folder made before the record existed has none and loads as it always
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -26,8 +31,10 @@ from typing import Any
 
 from ..core.errors import DataError, RunError
 from ..core.files import file_sha256, write_text
-from .datasets import DATASETS, read_idx_folder
-from .folder import class_folders, class_images, display_name
+from . import cifar
+from .datasets import list_datasets, read_idx_folder
+from .folder import display_name
+from .preprocess import Preprocessing
 from .splits import (
     FolderOptions,
     SplitData,
@@ -38,6 +45,7 @@ from .splits import (
     read_arrays,
     split_validation,
 )
+from .survey import folder_image_paths
 
 RECORD = "data.json"
 FORMAT = 1
@@ -50,7 +58,7 @@ def resolve_paths(config):
     A named dataset stays a name; a path that does not exist stays as typed, so the error about it shows it.
     """
     changes = {}
-    if config.data not in DATASETS and os.path.exists(config.data):
+    if config.data not in list_datasets() and os.path.exists(config.data):
         changes["data"] = os.path.abspath(config.data)
     for name in ("data_dir", "class_names"):
         if getattr(config, name):
@@ -59,9 +67,8 @@ def resolve_paths(config):
 
 
 def folder_files(root: Path) -> dict[str, int]:
-    """``{path relative to root, with '/': size in bytes}`` of the images an image folder holds now."""
-    paths, _ = class_images(root, class_folders(root))
-    return {Path(p).relative_to(root).as_posix(): os.stat(p).st_size for p in paths}
+    """``{path relative to root, with '/': size in bytes}`` of the images an image folder holds now (either layout)."""
+    return {Path(p).relative_to(root).as_posix(): os.stat(p).st_size for p in folder_image_paths(root)}
 
 
 def describe(data: SplitData) -> dict[str, Any] | None:
@@ -74,7 +81,10 @@ def describe(data: SplitData) -> dict[str, Any] | None:
         split = {part: [Path(p).relative_to(root).as_posix() for p in files]
                  for part, files in details["split_files"].items()}
         sizes = {rel: os.stat(root / rel).st_size for part in split.values() for rel in part}
-        return {"format": FORMAT, "kind": kind, "data": str(root), "counts": counts, "files": sizes, "split": split}
+        record = {"format": FORMAT, "kind": kind, "data": str(root), "counts": counts, "files": sizes, "split": split}
+        if data.preprocessing is not None:
+            record.update(layout=details.get("layout"), preprocessing=data.preprocessing.to_dict())
+        return record
     if kind in ("dataset", "idx", "csv") and "files" in details:
         where = data.name if kind == "dataset" else os.path.abspath(data.name)
         split = ({"val": details["rows"]["val"], "test": details["rows"]["test"]} if "rows" in details
@@ -143,11 +153,13 @@ def open_run_data(run: str | os.PathLike, data: str, data_dir: str | None, valid
         return _unrecorded(data, data_dir, validation_size, options, test_only)
     kind = record["kind"]
     if kind == "dataset":  # every load verifies the files against the published checksums
-        return _named(record["data"], data_dir, validation_size, test_only)
+        data = _named(record["data"], data_dir, validation_size, test_only)
+        _compare(run, record, {role: (file["path"], file["sha256"]) for role, file in data.details["files"].items()})
+        return data
     where = _location(run, record, data, data_dir)
     if kind == "image-folder":
         _check_folder(run, record, where)
-        return open_image_folder(where, options, record["split"], test_only)
+        return open_image_folder(where, options, record["split"], test_only, _recorded_preprocessing(run, record))
     if kind == "csv":
         _check_files(run, record, {"data": where, "test": paired_test_csv(where)})
         rows = record["split"] if "test" in record["split"] else None
@@ -159,10 +171,25 @@ def open_run_data(run: str | os.PathLike, data: str, data_dir: str | None, valid
                      {"kind": "idx", "files": files})
 
 
+def _recorded_preprocessing(run, record: dict) -> Preprocessing:
+    """How the run's image folder became its images, as recorded; a RunError if the record's value is damaged."""
+    saved = record.get("preprocessing")
+    if saved is None:  # recorded before the choice existed: every folder was read by the object method at 28x28
+        return Preprocessing(size=(28, 28), method="object", channels=1)
+    known = {f.name for f in dataclasses.fields(Preprocessing)}
+    values = {k: v for k, v in saved.items() if k in known} if isinstance(saved, dict) else {"preprocessing": saved}
+    values.setdefault("size", None)
+    problem = Preprocessing._problem(values, values["size"])  # the checks model.json's preprocessing gets
+    if problem:
+        raise RunError(f"{Path(run) / RECORD}: {problem}; the run's record of its data is damaged: restore "
+                       f"{RECORD} as training wrote it, or train a new run")
+    return Preprocessing(**{**values, "size": tuple(values["size"])})
+
+
 def _unrecorded(data: str, data_dir: str | None, validation_size: int, options: FolderOptions,
                 test_only: bool) -> SplitData:
     """A run made before records: the data its configuration names, split again (as before records)."""
-    if data in DATASETS:
+    if data in list_datasets():
         return _named(data, data_dir, validation_size, test_only)
     return open_data(data, data_dir, validation_size, options=options)
 
@@ -173,7 +200,8 @@ def _named(name: str, data_dir: str | None, validation_size: int, test_only: boo
         (x_tr, y_tr), (x_val, y_val) = (x_train[:0], y_train[:0]), (x_train[:0], y_train[:0])
     else:
         (x_tr, y_tr), (x_val, y_val) = split_validation(x_train, y_train, validation_size)
-    return SplitData(name, classes, x_tr, y_tr, x_val, y_val, x_test, y_test, source, details)
+    prep = cifar.PREPROCESSING if name == cifar.NAME else None
+    return SplitData(name, classes, x_tr, y_tr, x_val, y_val, x_test, y_test, source, details, prep)
 
 
 def _refuse(run, record: dict, reason: str, advice: str) -> DataError:

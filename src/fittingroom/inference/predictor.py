@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError, ImageError
-from ..data.preprocess import FORMATS, IMAGE_SUFFIXES, MAX_PIXELS, Preprocessing, open_image
+from ..data.preprocess import FORMATS, IMAGE_SUFFIXES, MAX_PIXELS, Preprocessing, draft_for, open_image
 from ..data.preprocess import load_image as _load_image
 from .unsure import reasons, rules_from_info
 
@@ -111,7 +111,7 @@ class Predictor:
         self.max_pixels = max_pixels
 
     def prepare(self, source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
-        """An image file (or its bytes) as the model's input, uint8 (H, W); ImageError if unreadable."""
+        """An image file (or its bytes) as the model's input, uint8 (H, W) or (H, W, 3); ImageError if unreadable."""
         name = name or ("image" if isinstance(source, bytes) else str(source))
         try:
             return _load_image(source, self.preprocessing, self.max_pixels, name)
@@ -125,7 +125,7 @@ class Predictor:
         it is not an image in an accepted format or is over the pixel limit."""
         name = name or ("image" if isinstance(source, bytes) else str(source))
         try:
-            img = open_image(source, self.max_pixels, name, decode=False)
+            img = open_image(source, self.max_pixels, name, decode=False, draft=draft_for(self.preprocessing))
         except ImageError:
             raise
         except Exception as exc:  # as in prepare: a malformed header is the file's fault
@@ -134,7 +134,7 @@ class Predictor:
             return img.width * img.height
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
-        """Probabilities (N, classes) and unsure reasons for model inputs, uint8 (N, H, W)."""
+        """Probabilities (N, classes) and unsure reasons for model inputs, uint8 (N, H, W) or (N, H, W, 3)."""
         probs = self.engine.predict_proba(images)
         return probs, reasons(images, probs, self.rules, self.preprocessing.background, self.preprocessing.threshold)
 

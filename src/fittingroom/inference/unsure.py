@@ -26,13 +26,22 @@ DEFAULT_RULES: dict[str, Any] = {"min_probability": 0.5, "ranges": {}}
 LABELS = {"mean": "mean brightness", "ink": "share of object pixels", "edges": "edge density"}
 
 
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
+
+
 def image_stats(images: np.ndarray, background: int = 0, threshold: int = 13) -> dict[str, np.ndarray]:
-    """Per-image statistics of uint8 model inputs (N, H, W), each an array (N,) in [0, 1]."""
-    x = np.asarray(images, dtype=np.float32) / 255.0
+    """Per-image statistics of uint8 model inputs, each an array (N,) in [0, 1].
+
+    Grey inputs (N, H, W) as they are; colour inputs (N, H, W, 3) by their brightness (luma).
+    """
+    grey = np.asarray(images, dtype=np.float32)
+    if grey.ndim == 4:
+        grey = grey @ LUMA if grey.shape[3] == 3 else grey.mean(axis=3)
+    x = grey / 255.0
     edges = (np.abs(np.diff(x, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(x, axis=2)).mean(axis=(1, 2))) / 2
     return {
         "mean": x.mean(axis=(1, 2)),
-        "ink": (np.asarray(images) > background + threshold).mean(axis=(1, 2)),
+        "ink": (grey > background + threshold).mean(axis=(1, 2)),
         "edges": edges,
     }
 

@@ -19,8 +19,13 @@ def load_data(config: TrainConfig, run: str | os.PathLike | None = None, test_on
     it was; a changed dataset is refused with the reason (see :mod:`fittingroom.data.provenance`).
     ``test_only``: only the test set is needed.
     """
+    preprocessing = config.preprocessing
+    if run is not None and preprocessing is None:
+        preprocessing = "object"  # a run made before the choice was recorded: image folders were read that way
     options = FolderOptions(config.val_fraction, config.test_fraction, config.split_seed, config.class_names,
-                            memory_limit_mb=config.memory_limit_mb, workers=config.workers)
+                            image_size=tuple(config.image_size) if config.image_size else None,
+                            preprocessing=preprocessing, memory_limit_mb=config.memory_limit_mb,
+                            workers=config.workers)
     if run is not None:
         return open_run_data(run, config.data, config.data_dir, config.validation_size, options, test_only)
     return open_data(config.data, config.data_dir, config.validation_size, options=options)

@@ -66,9 +66,11 @@ def _check_fits(folder: Path, info: dict, data: SplitData) -> None:
     if list(info.get("classes", [])) != list(data.classes):
         raise RunError(f"{folder}: the teacher knows classes {info.get('classes')}, the data has {list(data.classes)}; "
                        f"name a teacher trained on the same classes")
-    if list(info.get("input_shape", [])) != list(data.input_shape):
-        raise RunError(f"{folder}: the teacher takes {info.get('input_shape')} images, the data has "
-                       f"{list(data.input_shape)}; name a teacher trained on images of that size")
+    channels = (info.get("model_args") or {}).get("in_channels", 1)
+    if list(info.get("input_shape", [])) != list(data.input_shape) or channels != data.channels:
+        raise RunError(f"{folder}: the teacher takes {info.get('input_shape')} images with {channels} channel(s), "
+                       f"the data has {list(data.input_shape)} with {data.channels}; name a teacher trained on "
+                       f"images of that size")
 
 
 def teacher_log_probs(config: TrainConfig, data: SplitData, folder: Path, device: torch.device) -> torch.Tensor:

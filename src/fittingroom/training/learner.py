@@ -314,15 +314,16 @@ class Learner:
                 "tta": self.config.tta}
 
     def _images(self, x) -> np.ndarray:
-        """``x`` checked: (N, H, W) (or one image (H, W)) of the data's size, uint8 or floats in [0, 1]."""
+        """``x`` checked: (N, H, W) or (N, H, W, C) (or one image) of the data's size, uint8 or floats in [0, 1]."""
+        shape = self.data.image_shape
+        expected = "(N, " + ", ".join(map(str, shape)) + ")"
         if x is None:
-            raise ConfigError("x must be images (N, H, W); received None")
+            raise ConfigError(f"x must be images {expected}; received None")
         x = np.asarray(x)
-        if x.ndim == 2:
+        if x.ndim == len(shape):
             x = x[None]
-        h, w = self.data.input_shape
-        if x.ndim != 3 or tuple(x.shape[1:]) != (h, w):
-            raise DataError(f"expected images of shape (N, {h}, {w}); received an array of shape {x.shape}")
+        if tuple(x.shape[1:]) != shape:
+            raise DataError(f"expected images of shape {expected}; received an array of shape {x.shape}")
         if x.dtype == np.uint8:
             return x
         if not np.issubdtype(x.dtype, np.floating):
@@ -363,11 +364,11 @@ def _check_outputs(module: nn.Module, data: SplitData) -> None:
     was_training = module.training
     module.eval()
     try:
-        out = module(torch.zeros((1, *data.input_shape), device=device))
+        out = module(torch.zeros((1, *data.image_shape), device=device))
     except (RuntimeError, ValueError, IndexError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(f"the model does not take the data's images (1, {data.input_shape[0]}, "
-                          f"{data.input_shape[1]}): {first}") from None
+        raise ConfigError(f"the model does not take the data's images (1, {', '.join(map(str, data.image_shape))}): "
+                          f"{first}") from None
     finally:
         module.train(was_training)
     if tuple(out.shape) != (1, data.num_classes):

@@ -69,21 +69,48 @@ class RunResult:
     history: dict[str, list[float]]
 
 
+def data_model_args(config: TrainConfig, data: SplitData) -> dict[str, Any]:
+    """The model's arguments: the configured ones, and what the data decides (input size, channels, classes,
+    and for images resized from files the training images' per-channel mean and standard deviation)."""
+    args = dict(config.model_args)
+    if data.normalised and "mean" not in args and "std" not in args:
+        args["mean"], args["std"] = data.channel_stats
+    return {**args, "input_shape": list(data.input_shape), "in_channels": data.channels,
+            "num_classes": data.num_classes}
+
+
 def build_model(config: TrainConfig, data: SplitData) -> torch.nn.Module:
-    """The configured model, sized for the data (input shape and number of classes come from it)."""
-    args = {**config.model_args, "input_shape": tuple(data.input_shape), "num_classes": data.num_classes}
-    return create_model(config.model, **args)
+    """The configured model, sized for the data (input shape, channels and number of classes come from it)."""
+    args = data_model_args(config, data)
+    return create_model(config.model, **{**args, "input_shape": tuple(args["input_shape"])})
+
+
+def record_images(config: TrainConfig, data: SplitData) -> TrainConfig:
+    """``config`` with the size and preprocessing an image folder's images were given, as config.json records
+    them: chosen from the data when not set, so that the run's data is read the same way again later."""
+    if data.details.get("kind") != "image-folder" or data.preprocessing is None:
+        return config
+    return config.replace(image_size=list(data.input_shape), preprocessing=data.preprocessing.method)
+
+
+def data_preprocessing(data: SplitData) -> Preprocessing:
+    """How a photo becomes an input like the training images: the resizing that made them, or for grey images
+    of one object (Fashion-MNIST and the like) the object preprocessing fitted to them."""
+    if data.normalised:
+        return data.preprocessing  # type: ignore[return-value]
+    if data.channels != 1:  # colour arrays built in memory: photos are resized to them, colour kept
+        return Preprocessing(size=data.input_shape, method="resize", channels=data.channels)
+    return Preprocessing.fit(data.x_train)
 
 
 def model_info(config: TrainConfig, data: SplitData, model: torch.nn.Module) -> dict[str, Any]:
     """What ``model.json`` records besides the weights."""
-    prep = Preprocessing.fit(data.x_train)  # how photos become inputs like these training images
+    prep = data_preprocessing(data)
     val_probs = predict_logits(model, data.x_val, config.eval_batch_size, tta=config.tta).exp().numpy()
     return {
         "model": config.model,
         # every argument, defaults included, so the folder still loads if a default changes later
-        "model_args": {**model_defaults(config.model), **config.model_args, "input_shape": list(data.input_shape),
-                       "num_classes": data.num_classes},
+        "model_args": {**model_defaults(config.model), **data_model_args(config, data)},
         "classes": list(data.classes),
         "input_shape": list(data.input_shape),
         "preprocessing": prep.to_dict(),
@@ -203,6 +230,7 @@ def train_run(
     trackers: list[tracking.Tracker] = []
     try:
         data = data or load_data(config, run=resume)
+        config = record_images(config, data)
         seed_everything(config.seed, config.deterministic)  # after loading: a DataLoader draws from the global RNG
         model = build_model(config, data)
         summary = model_summary(model, data.input_shape, name=config.model)

@@ -192,7 +192,7 @@ def tune(
         study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
 
     data = load_data(config)
-    no_images = np.zeros((0, *data.input_shape), dtype=np.uint8)
+    no_images = np.zeros((0, *data.image_shape), dtype=np.uint8)
     blind = dataclasses.replace(data, x_test=no_images, y_test=data.y_test[:0])  # the trials get no test set
 
     def objective(trial) -> float:
