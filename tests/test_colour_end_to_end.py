@@ -80,3 +80,15 @@ def test_a_folder_of_colour_images_trains_predicts_and_evaluates(tmp_path, capsy
 
     assert main(["evaluate", str(tmp_path / "run")]) == 0  # the folder is read again at the recorded size
     assert f"{result.metrics['test_accuracy']:.4f}" in capsys.readouterr().out
+
+
+def test_a_run_trained_on_arrays_in_memory_is_not_evaluated_on_another_dataset(tmp_path, capsys):
+    config = TrainConfig(model="mlp", model_args={"hidden": [8]}, epochs=1, batch_size=32, validation_size=20)
+    train_run(config, out=tmp_path / "run", data=hue_split(20), verbose=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == "fashion-mnist"  # the default
+    before = (tmp_path / "run" / "evaluation" / "evaluation.json").read_bytes()
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "trained on images given in Python (hues)" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "run" / "evaluation" / "evaluation.json").read_bytes() == before

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import DataError, FittingroomError
 from .preprocess import IMAGE_SUFFIXES, Preprocessing
@@ -37,7 +35,7 @@ CLASSES_FILE = "classes.txt"  # the class names, one a line, read from beside a 
 PROGRESS_MIN_IMAGES = 2000  # decoding fewer images than this is quick enough to need no progress bar
 
 
-class ImageFiles(Dataset):
+class ImageFiles:
     """Image files decoded on demand by ``prep`` (a lazy uint8 array ``(N, H, W)``, or ``(N, H, W, 3)`` in colour).
 
     Indexing with an integer gives one image; with a sequence or array of
@@ -86,7 +84,7 @@ class _Unreadable:
     message: str
 
 
-class _Decoding(Dataset):
+class _Decoding:
     """``ImageFiles`` as the DataLoader's workers index it: a file that is not an image gives an ``_Unreadable``."""
 
     def __init__(self, images: ImageFiles):
@@ -102,7 +100,9 @@ class _Decoding(Dataset):
             return _Unreadable(str(exc))
 
 
-def _stack_batch(items: list) -> torch.Tensor | _Unreadable:
+def _stack_batch(items: list):
+    import torch
+
     bad = next((item for item in items if isinstance(item, _Unreadable)), None)
     return bad if bad is not None else torch.from_numpy(np.stack(items))
 
@@ -119,6 +119,8 @@ def iterate_batches(images: ImageFiles, batch_size: int, order=None, workers: in
 
     The first file that is not a readable image stops the iteration with a DataError naming it.
     """
+    from torch.utils.data import DataLoader  # PyTorch is loaded only when images are decoded
+
     loader = DataLoader(_Decoding(images), batch_size=batch_size, sampler=order, num_workers=workers,
                         collate_fn=_stack_batch, persistent_workers=False)
     for batch in loader:

@@ -49,7 +49,7 @@ from .survey import folder_image_paths
 
 RECORD = "data.json"
 FORMAT = 1
-KINDS = ("dataset", "idx", "csv", "image-folder")
+KINDS = ("dataset", "idx", "csv", "image-folder", "memory")  # memory: arrays given in Python, no files
 
 
 def resolve_paths(config):
@@ -72,7 +72,7 @@ def folder_files(root: Path) -> dict[str, int]:
 
 
 def describe(data: SplitData) -> dict[str, Any] | None:
-    """The record of ``data`` (what :func:`write_record` writes); None for data built in memory."""
+    """The record of ``data`` (what :func:`write_record` writes); for arrays built in memory, only their name."""
     details = data.details
     kind = details.get("kind")
     counts = {"train": len(data.y_train), "val": len(data.y_val), "test": len(data.y_test)}
@@ -91,14 +91,12 @@ def describe(data: SplitData) -> dict[str, Any] | None:
                  else {"validation_size": len(data.y_val)})
         return {"format": FORMAT, "kind": kind, "data": where, "counts": counts, "files": details["files"],
                 "split": split}
-    return None
+    return {"format": FORMAT, "kind": "memory", "data": data.name, "counts": counts, "files": {}, "split": {}}
 
 
-def write_record(run_dir: str | os.PathLike, data: SplitData) -> Path | None:
-    """Write ``RUN/data.json`` for ``data``; nothing for data that did not come from files."""
+def write_record(run_dir: str | os.PathLike, data: SplitData) -> Path:
+    """Write ``RUN/data.json`` for ``data``."""
     record = describe(data)
-    if record is None:
-        return None
     # One line per key: a folder of 70,000 images stays a few MB, not 140,000 lines of indented JSON.
     # ASCII-escaped, so a file name that is not UTF-8 (a lone surrogate) survives the round trip.
     lines = ",\n".join(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=True)}" for key, value in record.items())
@@ -152,6 +150,9 @@ def open_run_data(run: str | os.PathLike, data: str, data_dir: str | None, valid
     if record is None:
         return _unrecorded(data, data_dir, validation_size, options, test_only)
     kind = record["kind"]
+    if kind == "memory":
+        raise RunError(f"{run}: trained on images given in Python ({record['data']}), which no file holds, so the "
+                       f"run cannot load them again; pass them yourself: fittingroom.load_model(run).predict(x)")
     if kind == "dataset":  # every load verifies the files against the published checksums
         data = _named(record["data"], data_dir, validation_size, test_only)
         _compare(run, record, {role: (file["path"], file["sha256"]) for role, file in data.details["files"].items()})

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import ConfigError, DataError, ImageError
 from .datasets import MIN_SIDE
@@ -172,7 +171,7 @@ def _checked_header(path: str) -> tuple[int, int, str, bool]:
         raise unreadable(str(exc)) from None
 
 
-class _Headers(Dataset):
+class _Headers:
     """The files' headers as DataLoader workers read them: None for a file :func:`_checked_header` must explain."""
 
     def __init__(self, paths: list[str]):
@@ -193,8 +192,13 @@ def read_headers(paths: list[str], workers: int = 0) -> list[tuple[int, int, str
     """
     from tqdm.std import tqdm
 
-    parallel = workers > 0 and len(paths) >= PARALLEL_MIN_IMAGES
-    loader = DataLoader(_Headers(paths), batch_size=256, num_workers=workers if parallel else 0, collate_fn=list)
+    files = _Headers(paths)
+    if workers > 0 and len(paths) >= PARALLEL_MIN_IMAGES:
+        from torch.utils.data import DataLoader  # worker processes: PyTorch is loaded only for a large folder
+
+        loader = DataLoader(files, batch_size=256, num_workers=workers, collate_fn=list)
+    else:
+        loader = ([files[i] for i in range(start, min(start + 256, len(files)))] for start in range(0, len(files), 256))
     headers: list = []
     with tqdm(total=len(paths), desc="Reading image headers", unit="img", file=sys.stderr, leave=False,
               disable=not show_progress(len(paths))) as bar:

@@ -52,8 +52,10 @@ def exact_duplicates(test: np.ndarray, train: np.ndarray) -> list[tuple[int, int
 
 
 def embed(images: np.ndarray, pool: int = 2) -> torch.Tensor:
-    """(N, H, W) uint8 -> (N, D) float32 unit vectors of the mean-centred, ``pool`` x ``pool``-averaged pixels."""
-    x = torch.as_tensor(images).float()[:, None]  # (N, 1, H, W)
+    """(N, H, W) or (N, H, W, C) uint8 -> (N, D) float32 unit vectors of the mean-centred, ``pool`` x
+    ``pool``-averaged pixels (every channel of them: two images of one shape in other colours are not alike)."""
+    x = torch.as_tensor(np.asarray(images)).float()
+    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, C, H, W)
     if pool > 1:
         x = F.avg_pool2d(x, pool, ceil_mode=True)
     x = x.flatten(1)
@@ -75,8 +77,8 @@ def near_duplicates(test: np.ndarray, train: np.ndarray, threshold: float = 0.99
     found = []
     for start in range(0, len(test), chunk):
         top = (small_test[start:start + chunk] @ small_train.T).topk(k, dim=1).indices  # (B, k)
-        full_test = embed(test[start:start + chunk], pool=1)  # (B, H*W)
-        full_train = embed(train[top.flatten().numpy()], pool=1).reshape(len(top), k, -1)  # (B, k, H*W)
+        full_test = embed(test[start:start + chunk], pool=1)  # (B, C*H*W)
+        full_train = embed(train[top.flatten().numpy()], pool=1).reshape(len(top), k, -1)  # (B, k, C*H*W)
         sims = torch.einsum("bd,bkd->bk", full_test, full_train)
         best, which = sims.max(dim=1)
         for b in torch.nonzero(best >= threshold).flatten().tolist():
@@ -97,10 +99,27 @@ def mislabelled_candidates(model, images: np.ndarray, labels: np.ndarray, k: int
 
 
 def _array(images) -> np.ndarray:
-    """uint8 (N, H, W) in memory; image files too large to hold during training are decoded now."""
+    """uint8 (N, H, W) or (N, H, W, C) in memory; image files too large to hold during training are decoded now."""
     from ..data.folder import ImageFiles, decode_all
 
     return decode_all(images, workers=2) if isinstance(images, ImageFiles) else np.asarray(images)
+
+
+def held_out(data: SplitData, n_val: int) -> str:
+    """Which images validate, in words: "the first N training images" for published train/test arrays, else how
+    an image folder's or single CSV's split held them out."""
+    from ..data.survey import VAL_FOLDERS
+
+    details = data.details or {}
+    if details.get("kind") == "image-folder":
+        root = Path(details.get("root", ""))
+        val = [Path(p).absolute() for p in details.get("split_files", {}).get("val", [])]
+        if val and all(p.is_relative_to(root) and p.relative_to(root).parts[0].lower() in VAL_FOLDERS for p in val):
+            return f"the {n_val:,} images of the val/ folder"
+        return f"{n_val:,} images held out by seeded fraction, split seed {details.get('split_seed')}"
+    if details.get("kind") == "csv" and "rows" in details:
+        return f"{n_val:,} rows held out by seeded fraction"
+    return f"the first {n_val:,} training images"
 
 
 def audit_data(data: SplitData, threshold: float = 0.99, model=None, run: str | None = None, precision: str = "fp32",
@@ -114,7 +133,7 @@ def audit_data(data: SplitData, threshold: float = 0.99, model=None, run: str | 
     seconds: dict[str, float] = {}
     classes, n = list(data.classes), len(data.classes)
     x_val, x_test = _array(data.x_val), _array(data.x_test)
-    x_pool = np.concatenate([x_val, _array(data.x_train)])  # (validation + train, H, W)
+    x_pool = np.concatenate([x_val, _array(data.x_train)])  # (validation + train, H, W[, C])
     y_pool, y_test = np.concatenate([data.y_val, data.y_train]).astype(np.int64), np.asarray(data.y_test, np.int64)
     n_val = len(x_val)
     balance = {"train": np.bincount(data.y_train, minlength=n).tolist(),
@@ -128,7 +147,8 @@ def audit_data(data: SplitData, threshold: float = 0.99, model=None, run: str | 
     seconds["near_duplicates"] = time.perf_counter() - t0
 
     result: dict[str, Any] = {
-        "dataset": data.name, "classes": classes, "validation_size": n_val, "class_balance": balance,
+        "dataset": data.name, "classes": classes, "validation_size": n_val, "validation": held_out(data, n_val),
+        "class_balance": balance,
         "exact_duplicates": {"count": len(exact), "pairs": [{"test": i, "train": j} for i, j in exact[:LISTED]]},
         "near_duplicates": {
             "threshold": threshold, "count": len(near),
@@ -195,6 +215,22 @@ def write_audit(folder: str | os.PathLike, result: dict[str, Any], figures: dict
     return folder
 
 
+def check_run_data(run: str | os.PathLike, data: str, trained_on: Any) -> None:
+    """A RunError, before any data is read, for a run whose model was trained on data given in memory
+    (``train_run(data=...)``): it recorded no data (RUN/data.json) and its model names another dataset than
+    the ``data`` of its config.json, which would be loaded (even downloaded) instead and fed to the model."""
+    from ..core.errors import RunError
+    from ..data.provenance import read_record
+
+    if trained_on is None or read_record(run) is not None or str(trained_on) == data:
+        return
+    if Path(str(trained_on)).is_absolute() and Path(data).is_absolute() and Path(str(trained_on)) == Path(data):
+        return
+    raise RunError(f"{run}: its model was trained on {str(trained_on)!r}, data given in memory that config.json does "
+                   f"not name (it says {data!r}); audit that data from Python: "
+                   "fittingroom.evaluation.audit.audit_data(data, model=...)")
+
+
 def audit(data: str = "fashion-mnist", data_dir: str | None = None, run: str | os.PathLike | None = None,
           out: str | os.PathLike | None = None, threshold: float = 0.99,
           validation_size: int | None = None, force: bool = False) -> tuple[dict[str, Any], Path]:
@@ -221,6 +257,7 @@ def audit(data: str = "fashion-mnist", data_dir: str | None = None, run: str | o
         model, info = load_module(run)
         paths = RunPaths(run)
         config = TrainConfig.load(paths.config) if paths.config.is_file() else TrainConfig(data=info.get("dataset", data))
+        check_run_data(run, config.data, info.get("dataset"))
         tta = bool(info.get("tta", False))
         precision = run_precision(run)
     split = load_data(config.replace(data_dir=data_dir, validation_size=validation_size), run=run)

@@ -20,6 +20,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..core.files import write_text
+from ..data.preprocess import Preprocessing, describe
 from ..runfolder.paths import AUDIT_DIR, AUDIT_FIGURES, CURVES, EVALUATION_DIR, EVALUATION_FIGURES, RunPaths
 from .manifest import run_manifest
 from .run_view import RunView, load_run
@@ -65,6 +66,14 @@ def headline(view: RunView) -> list[tuple[str, str]]:
     return shown
 
 
+def model_input(info: dict[str, Any]) -> str:
+    """The model's input in words: its shape and how an image file becomes it (the recorded preprocessing)."""
+    prep = Preprocessing.from_info(info)  # checked when model.json was read
+    h, w = prep.size
+    shape = f"(H, W, C) = ({h}, {w}, {prep.channels})" if prep.channels > 1 else f"(H, W) = ({h}, {w})"
+    return f"{shape}; preprocessing of image files: {describe(prep)}"
+
+
 def build_report(run: str | os.PathLike) -> str:
     """The HTML text of a run's report."""
     view = load_run(run)
@@ -75,6 +84,7 @@ def build_report(run: str | os.PathLike) -> str:
     return template.render(
         title=f"{view.name}: {view.info['model']} on {Path(str(view.info.get('dataset', ''))).name}",
         run=view,
+        model_input=model_input(view.info),
         headline=headline(view),
         curves=data_uri(view.file(CURVES)),
         evaluation=view.evaluation,

@@ -3,9 +3,10 @@
 - ``POST /v1/predict``: multipart upload, field ``file`` (one image -> one JSON object) or ``files``
   (several -> a JSON array, where an unreadable file gets ``{"input", "error"}``); the objects are those
   of ``fittingroom predict --json``. ``?top_k=N`` lists N classes (default 3; more than the model has
-  lists them all, as ``predict --top-k``); ``?image=true`` adds the 28x28 input the model saw as a PNG
-  data URL.
-- ``GET /v1/model``, ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /docs`` (OpenAPI, offline).
+  lists them all, as ``predict --top-k``); ``?image=true`` adds the input the model saw as a PNG data URL:
+  the model's input size, grey (mode L) for a grey model, RGB for a colour one.
+- ``GET /v1/model`` (with ``preprocessing_description``, what the model's preprocessing does in words, which the
+  page shows under that image), ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /docs`` (OpenAPI, offline).
 - ``GET /``: the page (``page/``), no external assets.
 
 Bad requests get a 4xx with a JSON ``detail``: 400 malformed or wrong fields (or a ``Host`` this
@@ -39,7 +40,7 @@ from starlette.requests import ClientDisconnect
 
 from ..core.errors import ImageError
 from ..core.version import __version__
-from ..data.preprocess import ImageTooLarge, UnsupportedFormat
+from ..data.preprocess import ImageTooLarge, UnsupportedFormat, describe
 from ..inference.predictor import Predictor, prediction_record
 from .batching import MicroBatcher
 from .headers import HostCheckMiddleware, SecurityHeadersMiddleware
@@ -70,6 +71,7 @@ UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-d
 
 
 def _png_data_url(image: np.ndarray) -> str:
+    """A model input, uint8 (H, W) or (H, W, 3), as a PNG data URL (grey or RGB, as the model takes it)."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -204,7 +206,7 @@ def create_app(run: str | os.PathLike, engine: str = "torch", onnx_path: str | o
          "schema": {"type": "integer", "minimum": 1, "maximum": 10**TOP_K_DIGITS - 1, "default": min(3, n_classes)},
          "description": f"how many classes to list (more than {n_classes} lists all {n_classes})"},
         {"name": "image", "in": "query", "schema": {"type": "boolean", "default": False},
-         "description": "include the model's input image as a PNG data URL"}]}
+         "description": "include the model's input image (grey or RGB, the model's size) as a PNG data URL"}]}
 
     @app.post("/v1/predict", openapi_extra={**UPLOAD_SCHEMA, **query_doc},
               summary="Classify one image (`file`) or several (`files`)")
@@ -243,7 +245,8 @@ def create_app(run: str | os.PathLike, engine: str = "torch", onnx_path: str | o
     @app.get("/v1/model", summary="The model: name, classes, parameters, test metrics, limits")
     async def model() -> dict[str, Any]:
         keep = ("test_accuracy", "test_loss", "val_accuracy", "epochs", "preset", "dataset", "finished")
-        return {**predictor.describe(), "metrics": {k: run_metrics[k] for k in keep if k in run_metrics},
+        return {**predictor.describe(), "preprocessing_description": describe(predictor.preprocessing),
+                "metrics": {k: run_metrics[k] for k in keep if k in run_metrics},
                 "limits": limits.describe(), "version": __version__}
 
     @app.get("/healthz", summary="Liveness: 200 while the server answers and its batch thread makes progress")

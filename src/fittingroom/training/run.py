@@ -29,6 +29,7 @@ from ..core.files import make_folder, remove_temporaries, staging_folder, write_
 from ..core.version import __version__
 from ..data import SplitData
 from ..data.preprocess import Preprocessing
+from ..data.preprocess import describe as describe_preprocessing
 from ..data.provenance import resolve_paths, write_record
 from ..evaluation.report import write_report
 from ..evaluation.test_set import evaluate_predictions, evaluation_metrics, write_evaluation
@@ -230,6 +231,15 @@ def train_run(
     trackers: list[tracking.Tracker] = []
     try:
         data = data or load_data(config, run=resume)
+        if data.details.get("kind") == "image-folder" and data.preprocessing is not None:
+            if config.image_size:
+                chosen = "the size given"
+            elif data.preprocessing.method == "object":
+                chosen = "the default size"
+            else:
+                chosen = "the median size of the images, longer side at most 64"
+            say(f"Images: {describe_preprocessing(data.preprocessing)} ({chosen}; "
+                f"{data.details.get('layout', 'class-folders')} layout)")
         config = record_images(config, data)
         seed_everything(config.seed, config.deterministic)  # after loading: a DataLoader draws from the global RNG
         model = build_model(config, data)

@@ -16,9 +16,22 @@ async function loadModel() {
       parts.push(`test accuracy ${(100 * m.metrics.test_accuracy).toFixed(1)}%`);
     }
     $("model-line").textContent = parts.join(" \u00b7 ");
+    describeInput(m);
   } catch (err) {
     $("model-line").textContent = "The model description could not be loaded.";
   }
+}
+
+// "What the model saw": this model's preprocessing in words, and its input drawn at its own aspect ratio
+function describeInput(m) {
+  const [h, w] = m.input_shape;
+  const colour = m.preprocessing && m.preprocessing.channels === 3;
+  if (m.preprocessing_description) $("seen-how").textContent = `: ${m.preprocessing_description}`;
+  const img = $("model-input");
+  img.alt = `The ${h} by ${w} ${colour ? "colour" : "grey"} image the model classified`;
+  const scale = 112 / Math.max(h, w); // the longer side 112 CSS pixels, as the square default
+  img.style.width = `${Math.round(w * scale)}px`;
+  img.style.height = `${Math.round(h * scale)}px`;
 }
 
 // ---------------------------------------------------------------- predicting
