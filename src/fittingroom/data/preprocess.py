@@ -90,6 +90,7 @@ class Preprocessing:
     def from_info(cls, info: dict[str, Any], source: str = "model.json") -> Preprocessing:
         """The preprocessing recorded in a ``model.json``; older files without it get the Fashion-MNIST defaults,
         and files without ``method`` or ``channels`` (all written before colour) are ``object`` on grey, as then.
+        A colour model (``model_args.in_channels`` 3) saved without any preprocessing gets ``resize``.
 
         A recorded value that is out of range, or a size or channel count unlike the model's ``input_shape`` or
         ``model_args.in_channels``, is a RunError naming ``source``: the model folder is damaged, whatever image
@@ -103,8 +104,10 @@ class Preprocessing:
             values = {k: v for k, v in saved.items() if k in known}
         elif saved is not None and not isinstance(saved, dict):
             values = {"preprocessing": saved}  # reported below
-        values.setdefault("size", shape)
         args = info.get("model_args")
+        if not values and isinstance(args, dict) and args.get("in_channels") == 3:
+            values = {"method": "resize", "channels": 3}  # a colour model saved without its preprocessing
+        values.setdefault("size", shape)
         problem = cls._problem(values, shape, args.get("in_channels", 1) if isinstance(args, dict) else None)
         if problem:
             raise RunError(f"{source}: {problem}; the model folder is damaged: restore its model.json as training "
