@@ -15,6 +15,7 @@ from fittingroom import TrainConfig, load_model, train_run
 from fittingroom.cli import main
 from fittingroom.data import SplitData
 from fittingroom.data.preprocess import Preprocessing
+from fittingroom.inference.export import export_onnx
 from fittingroom.inference.predictor import Predictor
 from helpers import HUE_CLASSES, hue_images, write_hue_folders
 
@@ -80,6 +81,12 @@ def test_a_folder_of_colour_images_trains_predicts_and_evaluates(tmp_path, capsy
 
     assert main(["evaluate", str(tmp_path / "run")]) == 0  # the folder is read again at the recorded size
     assert f"{result.metrics['test_accuracy']:.4f}" in capsys.readouterr().out
+
+    # ONNX: the model's normalisation travels inside the file; checked on the recorded test images
+    exported = export_onnx(tmp_path / "run", n_check=40)
+    assert exported.max_abs_diff <= 1e-4
+    onnx = Predictor(tmp_path / "run", engine="onnx").predict_files([str(tmp_path / "photo.png")])[0]
+    assert onnx["class"] == record["class"] and abs(onnx["probability"] - record["probability"]) < 1e-4
 
 
 def test_a_run_trained_on_arrays_in_memory_is_not_evaluated_on_another_dataset(tmp_path, capsys):

@@ -415,6 +415,8 @@ def _resized(img, prep: Preprocessing) -> np.ndarray:
     mode = "RGB" if prep.channels == 3 else "L"
     if img.mode != mode:  # grey replicated to RGB, or RGB to ITU-R 601-2 luma
         img = img.convert(mode)
+    if img.size == (w, h):  # already the input's size (CIFAR-like folders): nothing to resample
+        return np.array(img, dtype=np.uint8)
     s, lanczos = scale(img), Image.Resampling.LANCZOS
     if cover:  # the centred region that covers the output, resized straight into it
         cw, ch = min(img.width, w / s), min(img.height, h / s)
