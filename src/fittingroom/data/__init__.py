@@ -16,11 +16,12 @@ _EXPORTS = {
     "list_datasets": "datasets", "load_dataset": "datasets", "load_idx_folder": "datasets", "locate": "datasets",
     "download_dataset": "download",
     "read_idx": "idx", "write_idx": "idx",
-    "SplitData": "splits", "open_data": "splits", "split_validation": "splits",
+    "SplitData": "splits", "FolderOptions": "splits", "open_data": "splits", "split_validation": "splits",
+    "Preprocessing": "preprocess",
 }
 
 __all__ = [
-    "DATASETS", "DatasetSpec", "SplitData", "cache_dir", "download_dataset", "get_spec", "list_datasets",
+    "DATASETS", "DatasetSpec", "FolderOptions", "Preprocessing", "SplitData", "cache_dir", "download_dataset", "get_spec", "list_datasets",
     "load_dataset", "load_idx_folder", "locate", "open_data", "read_idx", "split_validation", "write_idx",
 ]
 
@@ -41,4 +42,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     )
     from .download import download_dataset
     from .idx import read_idx, write_idx
-    from .splits import SplitData, open_data, split_validation
+    from .preprocess import Preprocessing
+    from .splits import FolderOptions, SplitData, open_data, split_validation

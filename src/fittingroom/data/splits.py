@@ -2,7 +2,7 @@
 
 ``open_data`` turns what the user named into a :class:`SplitData`:
 
-- a registered dataset (``fashion-mnist``, ``mnist``) or a folder of IDX files:
+- a registered dataset (``fashion-mnist``, ``mnist``, ``cifar10``) or a folder of IDX files:
   the published train/test split, and, as in the tutorial, the first
   ``validation_size`` training images validate;
 - a CSV in Kaggle's layout (``label,pixel1,...``): with a paired ``*test*.csv``
