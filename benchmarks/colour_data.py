@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,13 +22,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from timing import YARDSTICK, yardstick
 
 from fittingroom import TrainConfig, train_run
 from fittingroom.data import open_data
 from fittingroom.data.splits import FolderOptions
 from fittingroom.runfolder.data import load_data
 
-YARDSTICK = Path(__file__).resolve().parents[2] / "shared" / "yardstick.py"
 CLASSES = 10
 
 
@@ -53,11 +51,6 @@ def write_folder(root: Path, images: int, size: int) -> None:
     step = 2000
     with ProcessPoolExecutor() as pool:
         list(pool.map(_write_chunk, [(str(root), s, min(s + step, images), size) for s in range(0, images, step)]))
-
-
-def yardstick(path: Path) -> float:
-    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, check=True).stdout
-    return float(re.search(r"yardstick_seconds=([\d.]+)", out).group(1))
 
 
 def cnn_epoch(data) -> float:

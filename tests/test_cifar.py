@@ -278,3 +278,24 @@ def test_a_run_record_names_the_files_and_is_checked_when_loaded_again(folder, t
     publish(folder / cifar.FOLDER)  # even were its checksum the published one, the run was not trained on it
     with pytest.raises(DataError, match=r"test_batch\.bin holds other data now"):
         open_run_data(tmp_path / "run", "cifar10", str(folder), 2, FolderOptions())
+
+
+def test_a_run_on_cifar10_trains_in_colour_and_predicts_a_photo(folder, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from fittingroom import TrainConfig, train_run
+    from fittingroom.inference.predictor import Predictor
+
+    config = TrainConfig(data="cifar10", data_dir=str(folder), validation_size=3, model="mlp",
+                         model_args={"hidden": [8]}, epochs=1, batch_size=4)
+    run = train_run(config, out=tmp_path / "run", verbose=False).path
+    info = json.loads((run / "model.json").read_text())
+    assert info["input_shape"] == [32, 32] and info["model_args"]["in_channels"] == 3
+    assert info["preprocessing"]["method"] == "resize" and info["preprocessing"]["channels"] == 3
+    assert len(info["model_args"]["mean"]) == 3 and info["classes"][0] == "airplane"
+    Image.fromarray(image(7)).resize((60, 45)).save(tmp_path / "photo.png")
+    predictor = Predictor(run)
+    assert predictor.prepare(str(tmp_path / "photo.png")).shape == (32, 32, 3)
+    assert predictor.predict_files([str(tmp_path / "photo.png")])[0]["class"] in cifar.CLASSES
