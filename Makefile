@@ -26,14 +26,18 @@ data: $(VENV)/.installed
 train: setup
 	$(FR) train --preset seed $(ARGS)
 
+# Tests keep their compiled (assertion-rewritten) modules in __pycache__ even where PYTHONDONTWRITEBYTECODE is set:
+# collecting them again then takes half the time.
 test: setup-test
-	$(PY) -m pytest $(ARGS)
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest $(ARGS)
 
-# The unit tests only, in under a minute: no real-data or multi-run tests (slow), no Chromium (browser), no CLI,
+# The unit tests only, in under a minute: no tests of a second or more (slow: real data, training runs that go on
+# to predict, evaluate or export), no Chromium (browser), no CLI,
 # training or kernel processes (subprocess), no property-based fuzzing (fuzz); `make test` runs them all.
 # One process per core (pytest-xdist), one PyTorch thread each.
 test-fast: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto -m "not slow and not browser and not subprocess and not fuzz" $(ARGS)
+	env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS=1 $(PY) -m pytest -n auto \
+		-m "not slow and not browser and not subprocess and not fuzz" $(ARGS)
 
 # The tests also drive a real browser: Debian's chromium (Playwright uses it; it downloads no browser).
 setup-test: setup

@@ -21,6 +21,7 @@ def _history(run):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("monitor, pick", [("val_accuracy", max), ("val_loss", min)])
 def test_the_best_epoch_is_kept_as_a_model_folder(tiny_data, tmp_path, monitor, pick):
     run = train_run(_config(tiny_data, save_best=monitor), out=tmp_path / "run", verbose=False).path
@@ -35,6 +36,7 @@ def test_the_best_epoch_is_kept_as_a_model_folder(tiny_data, tmp_path, monitor, 
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("best")) == ["best"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_remembers_the_best_so_far(tiny_data, tmp_path):
     class Kill(Callback):  # dies at the start of the third epoch
         def on_epoch_begin(self, epoch):

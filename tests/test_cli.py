@@ -32,6 +32,7 @@ def test_summary_prints_the_keras_table(capsys):
     assert "Total params: 266,610" in out
 
 
+@pytest.mark.slow
 def test_train_then_predict_then_evaluate(tiny_data, tmp_path, capsys):
     out_dir = tmp_path / "run"
     code = main(["train", "--data", str(tiny_data), "--set", "validation_size=40", "--epochs", "3",

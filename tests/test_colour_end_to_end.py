@@ -44,6 +44,7 @@ def hue_split(n_per_class: int, size=(16, 16), colour: bool = True) -> SplitData
     return SplitData("hues", HUE_CLASSES, xt, yt, xv, yv, xs, ys, preprocessing=prep)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("colour", [True, False])
 def test_hue_only_classes_are_learned_in_colour_and_stay_at_chance_in_grey(tmp_path, colour):
     data = hue_split(80, colour=colour)
@@ -60,6 +61,7 @@ def test_hue_only_classes_are_learned_in_colour_and_stay_at_chance_in_grey(tmp_p
     assert info["preprocessing"]["method"] == "resize"
 
 
+@pytest.mark.slow  # a training run, predict, evaluate and an ONNX export
 def test_a_folder_of_colour_images_trains_predicts_and_evaluates(tmp_path, capsys):
     root = write_hue_folders(tmp_path / "hues", n_per_class=50, size=(12, 20))
     config = TrainConfig(data=str(root), model="mlp", model_args={"hidden": [64]}, optimizer="adamw", lr=0.003,

@@ -79,6 +79,7 @@ def test_a_colour_model_json_with_a_bad_in_channels_is_refused(tmp_path):
         load_model(tmp_path)
 
 
+@pytest.mark.slow
 def test_tta_of_a_colour_model_averages_the_left_right_mirror(tmp_path):
     model = save_colour_cnn(tmp_path, tta=True)
     x = torch.from_numpy(colour_images()).float() / 255
@@ -91,6 +92,7 @@ def test_tta_of_a_colour_model_averages_the_left_right_mirror(tmp_path):
     np.testing.assert_allclose(load_model(tmp_path).predict_proba(x.numpy()), expected.exp().numpy(), atol=1e-5)
 
 
+@pytest.mark.slow  # two ONNX exports
 @pytest.mark.parametrize("tta", [False, True])
 def test_a_colour_model_exports_to_onnx_within_tolerance(tmp_path, tta):
     save_colour_cnn(tmp_path, tta=tta)
@@ -109,6 +111,7 @@ def test_a_colour_export_refuses_grey_check_images_and_writes_nothing(tmp_path):
     assert not (tmp_path / "colour.onnx").exists()
 
 
+@pytest.mark.slow
 def test_a_grey_export_still_takes_n_h_w():
     model = create_model("mlp", input_shape=(8, 8), num_classes=3)
     info = {"model": "mlp", "model_args": {}, "classes": ["a", "b", "c"], "input_shape": [8, 8]}

@@ -244,6 +244,7 @@ def test_hidden_files_in_class_folders_are_not_images(tmp_path):
     assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 40
 
 
+@pytest.mark.slow
 def test_a_non_utf8_class_folder_gets_a_printable_name_and_trains(tmp_path):
     root = write_class_folders(tmp_path / "imgs", n=40)
     try:

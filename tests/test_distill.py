@@ -22,6 +22,7 @@ def test_gradient_moves_the_student_towards_the_teacher():
     assert student.grad[0, 0] < 0 < student.grad[0, 2]  # descent raises class 0, lowers class 2
 
 
+@pytest.mark.slow
 def test_student_learns_from_a_finished_run(tiny_data, tiny_run, tmp_path):
     config = TrainConfig(data=str(tiny_data), validation_size=40, epochs=3, batch_size=16, lr=0.05,
                          model_args={"hidden": [32]}, teacher=str(tiny_run), distill_weight=1.0)

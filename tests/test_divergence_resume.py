@@ -144,6 +144,7 @@ def test_resume_with_more_epochs_extends_the_run_and_records_it(tiny_data, finis
     assert all(torch.equal(extended[k], straight[k]) for k in straight)  # as if it had been given 2 epochs at first
 
 
+@pytest.mark.slow
 def test_resume_cannot_undo_epochs_that_are_done(finished, capsys):
     assert resume(finished, "--epochs", "2") == 0
     capsys.readouterr()
@@ -151,6 +152,7 @@ def test_resume_cannot_undo_epochs_that_are_done(finished, capsys):
     assert "epochs=1 is fewer than the 2 epochs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_given_more_epochs_trains_up_to_them(tiny_data, tmp_path):
     class Kill(Callback):
         def on_epoch_begin(self, epoch):

@@ -168,6 +168,7 @@ def test_evaluation_uses_the_models_own_tta(run_copy):
     assert result["overall"]["loss"] != pytest.approx(-plain[np.arange(80), y_test].mean(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_prints_tables_and_json(run_copy, capsys):
     assert main(["evaluate", str(run_copy)]) == 0
     out = capsys.readouterr().out

@@ -48,6 +48,7 @@ def test_a_model_onnx_from_other_weights_is_refused(tiny_onnx_run, tmp_path):
         Predictor(other, engine="onnx")
 
 
+@pytest.mark.slow
 def test_a_mismatching_export_fails_and_writes_nothing(tiny_run, tmp_path, monkeypatch):
     import fittingroom.inference.export as export
 
@@ -60,6 +61,7 @@ def test_a_mismatching_export_fails_and_writes_nothing(tiny_run, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_export_and_its_mistakes(tiny_run, tmp_path, capsys):
     assert main(["export", str(tiny_run), "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--check", "20"]) == 0
     assert "onnxruntime matches PyTorch within" in capsys.readouterr().out and (tmp_path / "m.onnx").is_file()
@@ -78,6 +80,7 @@ def test_every_registered_model_exports_within_tolerance(name):
     assert check_onnx(to_onnx(model, info), model, info, images) <= 1e-4
 
 
+@pytest.mark.slow  # an ONNX export
 def test_a_tta_run_exports_the_mirror_average():
     model = create_model("mlp", input_shape=(28, 28), num_classes=10)
     info = {"model": "mlp", "model_args": {}, "classes": [str(i) for i in range(10)], "input_shape": [28, 28],

@@ -145,6 +145,7 @@ def test_a_new_run_folder_appears_with_its_config_summary_and_data_record_at_onc
     assert sorted(os.listdir(paths.root)) == ["config.json", "data.json", "summary.txt"]
 
 
+@pytest.mark.slow
 def test_resume_removes_the_half_written_files_of_the_killed_process_and_nothing_else(tiny_data, tmp_path):
     config = TrainConfig(data=str(tiny_data), validation_size=40, epochs=1, batch_size=16)
     run = tmp_path / "run"

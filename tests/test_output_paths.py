@@ -410,6 +410,7 @@ def test_cli_export_out_refuses_an_existing_file_before_any_work(tiny_run, tmp_p
     assert target.read_bytes() == b"mine"
 
 
+@pytest.mark.slow  # two ONNX exports
 def test_cli_export_force_replaces_and_the_default_file_is_the_runs_own(tiny_onnx_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_onnx_run, run)
@@ -422,6 +423,7 @@ def test_cli_export_force_replaces_and_the_default_file_is_the_runs_own(tiny_onn
     assert (run / "model.onnx").read_bytes() == target.read_bytes()
 
 
+@pytest.mark.slow
 @needs_dev_full
 def test_cli_export_to_dev_full_is_one_line_and_the_device_stays(tiny_run, tmp_path, capsys):
     link = device(tmp_path, "full")
@@ -430,6 +432,7 @@ def test_cli_export_to_dev_full_is_one_line_and_the_device_stays(tiny_run, tmp_p
     assert link.is_symlink() and stat.S_ISCHR(os.stat(link).st_mode)
 
 
+@pytest.mark.slow  # evaluate, report and audit of a run
 def test_cli_evaluate_report_and_audit_of_a_read_only_run_are_one_line(tiny_run, tmp_path, capsys, read_only):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

@@ -94,6 +94,7 @@ def test_data_that_moved_is_found_with_data_dir(csv_run, capsys):
         run_test_set(run, str(tmp / "b" / "csv"))
 
 
+@pytest.mark.slow
 def test_images_added_to_the_folder_are_refused_with_the_count(folder_run, tmp_path):
     run, root = folder_run
     before = (run / "metrics.json").read_text()
@@ -107,6 +108,7 @@ def test_images_added_to_the_folder_are_refused_with_the_count(folder_run, tmp_p
     assert (run / "metrics.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_removed_and_changed_images_are_named(folder_run):
     run, root = folder_run
     first = sorted((root / "coat").iterdir())[0]
@@ -117,6 +119,7 @@ def test_removed_and_changed_images_are_named(folder_run):
         run_test_set(run)
 
 
+@pytest.mark.slow
 def test_the_folders_test_set_is_the_recorded_one(folder_run):
     run, root = folder_run
     record = read_record(run)
@@ -127,6 +130,7 @@ def test_the_folders_test_set_is_the_recorded_one(folder_run):
     assert not set(record["split"]["test"]) & set(record["split"]["train"])
 
 
+@pytest.mark.slow
 def test_resuming_checks_the_data_too(folder_run):
     run, root = folder_run
     config = TrainConfig.load(run / "config.json")
@@ -138,6 +142,7 @@ def test_resuming_checks_the_data_too(folder_run):
         load_data(config, run=run)
 
 
+@pytest.mark.slow
 def test_a_changed_idx_folder_is_refused(tmp_path):
     data = write_idx_dataset(tmp_path / "idx")
     run = train(str(data), tmp_path / "run", validation_size=40)
@@ -179,6 +184,7 @@ def test_a_config_pointing_at_other_data_is_refused(csv_run):
         run_test_set(run)
 
 
+@pytest.mark.slow
 def test_file_names_that_are_not_utf8_survive_the_record(tmp_path):
     root = write_class_folders(tmp_path / "imgs", n=40)
     try:

@@ -190,6 +190,7 @@ def test_an_aborted_upload_is_counted_499_without_a_traceback(tiny_run, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
 
 
+@pytest.mark.slow
 def test_a_trickling_body_gets_408_and_slow_or_huge_headers_end_the_connection(tiny_run):
     limits = Limits(body_timeout=0.5, header_timeout=0.5)
     with real_server(create_app(tiny_run, limits=limits), limits) as port:

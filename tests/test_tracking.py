@@ -63,6 +63,7 @@ class StopInEpoch(Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_a_resumed_run_replaces_the_events_of_the_epoch_it_repeats(config, tmp_path):
     cfg = config.replace(tensorboard=True, epochs=3)
     with pytest.raises(TrainingInterrupted):
@@ -74,6 +75,7 @@ def test_a_resumed_run_replaces_the_events_of_the_epoch_it_repeats(config, tmp_p
     assert [e.value for e in logged] == pytest.approx([float(row["val_loss"]) for row in history], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_train_tensorboard_flag(config, tmp_path):
     args = ["train", "--data", config.data, "--set", "validation_size=40", "--epochs", "1", "--batch-size", "16",
             "--model-arg", "hidden=[16]", "--tensorboard", "--out", str(tmp_path / "run"), "--quiet"]

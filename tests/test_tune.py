@@ -106,6 +106,7 @@ def _trial_json(study, number):
     return json.loads((StudyPaths(study).trial(number) / "trial.json").read_text())
 
 
+@pytest.mark.slow  # a study of several training runs
 def test_tune_writes_trials_best_config_summary_and_picture(base, tmp_path, capsys):
     result = tune(base, out=tmp_path / "study", space=parse_space(SPACE), trials=3)
     paths = StudyPaths(result.path)
@@ -130,6 +131,7 @@ def test_tune_writes_trials_best_config_summary_and_picture(base, tmp_path, caps
     assert "Trial 0 (1/3): val_accuracy" in out and "fittingroom train --config" in out
 
 
+@pytest.mark.slow
 def test_tune_prunes_a_bad_trial_and_marks_its_folder(base, tmp_path):
     paths = StudyPaths(tmp_path / "study")
     paths.root.mkdir()
