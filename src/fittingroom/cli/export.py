@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.errors import ConfigError
-
-MB = 2**20
+from ..core.files import MB
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -7,10 +7,8 @@ import re
 import socket
 
 from ..core.errors import ConfigError
+from ..core.files import MB
 from .predict import add_engine_arguments
-
-MB = 2**20
-
 
 # every serve flag's valid range, checked before anything starts (argparse takes "inf" and "nan" as floats)
 RANGES = {  # (lowest, highest): ints for integer flags, floats for number flags

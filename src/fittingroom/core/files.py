@@ -48,6 +48,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK  # what open() gives a new file
 FOLDER_MODE = 0o777 & ~_UMASK  # what mkdir() gives a new folder
+MB = 2**20  # the megabyte of every size flag, limit and message (a mebibyte)
 
 _EDQUOT = getattr(errno, "EDQUOT", errno.ENOSPC)
 # link() failures that mean "this file system has no hard links", not "the target exists"

@@ -23,9 +23,9 @@ import math
 from dataclasses import dataclass, fields
 
 from ..core.errors import ConfigError
+from ..core.files import MB
 from ..data.preprocess import MAX_PIXELS
 
-MB = 2**20
 RETRY_AFTER_S = 1  # what a 503 tells the client to wait: requests here take milliseconds to a few seconds
 
 
