@@ -168,15 +168,12 @@ class TrainConfig:
         return self
 
     def _check_images(self) -> None:
-        from ..data.datasets import MIN_SIDE
-        from ..data.preprocess import PREPROCESSING_METHODS, Preprocessing
+        from ..data.survey import check_image_size, check_method  # the checks image folders are read with
 
         if self.preprocessing is not None:
-            _choice("preprocessing", self.preprocessing, PREPROCESSING_METHODS)
-        if self.image_size is not None and not (
-                len(self.image_size) == 2 and all(MIN_SIDE <= side <= Preprocessing.MAX_SIDE for side in self.image_size)):
-            raise ConfigError(f"`image_size` must be two sides [H, W], each {MIN_SIDE}..{Preprocessing.MAX_SIDE} "
-                              f"pixels; received image_size={self.image_size!r}")
+            check_method(self.preprocessing)
+        if self.image_size is not None:
+            check_image_size(self.image_size)
 
     # ------------------------------------------------------------------ round trips
     def to_dict(self) -> dict[str, Any]:

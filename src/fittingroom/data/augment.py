@@ -16,8 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-# ITU-R BT.601 luma weights, the grey of an RGB image (as PIL's convert("L") and torchvision compute it).
-_LUMA = (0.299, 0.587, 0.114)
+from .preprocess import LUMA  # the grey of an RGB image, as the preprocessing computes it
 
 
 def _uniform(n: int, gen: torch.Generator, device) -> torch.Tensor:
@@ -104,7 +103,7 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 3 or x.shape[-1] == 1:
         return x
     if x.shape[-1] == 3:
-        return (x * x.new_tensor(_LUMA)).sum(-1, keepdim=True)
+        return (x * x.new_tensor(LUMA)).sum(-1, keepdim=True)
     return x.mean(-1, keepdim=True)  # other channel counts have no standard weights: treat them alike
 
 

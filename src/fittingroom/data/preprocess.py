@@ -47,6 +47,7 @@ import numpy as np
 
 from ..core.errors import ConfigError, ImageError, RunError
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 weights of R, G, B in brightness, as Pillow's "L"
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes; a larger one (or a decompression bomb) is refused
 WORK_SIDE = 512  # object: large photos are reduced to this longest side first (18x the 28-pixel output)
 REDUCING_GAP = 3.0  # resize: a box average first, to at least 3x the resized size, then Lanczos (Pillow's reducing_gap)

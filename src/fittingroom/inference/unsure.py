@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import RunError
+from ..data.preprocess import LUMA
 from ..runfolder.paths import MODEL_JSON
 
 # what a model.json written before these were fitted gets: a plain confidence threshold, no statistics
@@ -26,7 +27,6 @@ DEFAULT_RULES: dict[str, Any] = {"min_probability": 0.5, "ranges": {}}
 LABELS = {"mean": "mean brightness", "ink": "share of object pixels", "edges": "edge density"}
 
 
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
 
 
 def image_stats(images: np.ndarray, background: int = 0, threshold: int = 13) -> dict[str, np.ndarray]:
@@ -36,7 +36,7 @@ def image_stats(images: np.ndarray, background: int = 0, threshold: int = 13) ->
     """
     grey = np.asarray(images, dtype=np.float32)
     if grey.ndim == 4:
-        grey = grey @ LUMA if grey.shape[3] == 3 else grey.mean(axis=3)
+        grey = grey @ np.asarray(LUMA, dtype=np.float32) if grey.shape[3] == 3 else grey.mean(axis=3)
     x = grey / 255.0
     edges = (np.abs(np.diff(x, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(x, axis=2)).mean(axis=(1, 2))) / 2
     return {
