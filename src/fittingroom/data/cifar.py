@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import DataError
-from ..core.files import write_bytes
+from ..core.files import MB, write_bytes
 from .catalog import cache_dir, sha256_hex
 from .datasets import check_labels, named_dir
 from .preprocess import Preprocessing
@@ -61,7 +61,7 @@ FILE_MD5 = {
 SIDE, CHANNELS = 32, 3
 RECORD_BYTES = 1 + CHANNELS * SIDE * SIDE  # label byte, then the R, G and B planes
 MAX_RECORDS = 10_000  # per batch file, as published; more is not CIFAR-10
-MAX_ARCHIVE_BYTES = 200 << 20  # the archive is 162 MiB; a bigger download or file is not it
+MAX_ARCHIVE_BYTES = 200 * MB  # the archive is 162 MiB; a bigger download or file is not it
 MAX_META_BYTES = 4096  # ten short names
 # How the photos became these arrays (resized to 32x32 by the dataset's authors, in colour): what a photo
 # given to a model trained on CIFAR-10 goes through.
@@ -283,7 +283,7 @@ def download_archive(dest_dir: str | os.PathLike | None = None, mirrors: tuple[s
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{dest}: cannot create the dataset folder ({exc.strerror})") from None
-    print(f"Downloading {NAME} ({ARCHIVE_BYTES / 2**20:.0f} MB) into {dest}", file=sys.stderr)
+    print(f"Downloading {NAME} ({ARCHIVE_BYTES / MB:.0f} MB) into {dest}", file=sys.stderr)
     problems = []
     for base in mirrors:
         url = base.rstrip("/") + "/" + ARCHIVE

@@ -20,12 +20,12 @@ import urllib.request
 from pathlib import Path
 
 from ..core.errors import DataError
-from ..core.files import write_bytes
+from ..core.files import MB, write_bytes
 from .catalog import DatasetSpec, cache_dir, sha256_hex
 from .idx import CHUNK_BYTES, GZIP_MAGIC, MAX_IDX_BYTES, read_content
 
 TIMEOUT_S = 60
-MAX_DOWNLOAD_BYTES = 256 << 20  # compressed; Fashion-MNIST's largest file is 26 MB
+MAX_DOWNLOAD_BYTES = 256 * MB  # compressed; Fashion-MNIST's largest file is 26 MB
 
 
 def fetch(url: str, timeout: float = TIMEOUT_S, max_bytes: int | None = None) -> bytes:

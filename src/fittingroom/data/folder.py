@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import DataError, FittingroomError
+from ..core.files import MB
 from .preprocess import IMAGE_SUFFIXES, Preprocessing
 
-MAX_NAMES_BYTES = 10 << 20  # a class-names file larger than this is not one (10,000 names of 1 KB)
+MAX_NAMES_BYTES = 10 * MB  # a class-names file larger than this is not one (10,000 names of 1 KB)
 CLASSES_FILE = "classes.txt"  # the class names, one a line, read from beside a dataset when no others are given
 PROGRESS_MIN_IMAGES = 2000  # decoding fewer images than this is quick enough to need no progress bar
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ConfigError, DataError
-from ..core.files import file_sha256
+from ..core.files import MB, file_sha256
 from . import cifar
 from .datasets import DATASETS, check_labels, get_spec, list_datasets, load_dataset_files, read_idx_folder
 from .folder import CLASSES_FILE, ImageFiles, decode_all, fraction_split, read_class_names, read_pixel_csv
@@ -276,7 +276,7 @@ def open_image_folder(root: Path, options: FolderOptions, split: dict[str, list[
     files = ImageFiles(scan.paths, prep)
     parts = [files.subset(idx) for idx in (train, val, test)]
     count = len(train) + len(val) + len(test)
-    size_mb = count * prep.size[0] * prep.size[1] * prep.channels / 2**20
+    size_mb = count * prep.size[0] * prep.size[1] * prep.channels / MB
     streaming = size_mb > options.memory_limit_mb
     if not streaming:
         parts = [decode_all(p, workers=options.workers) for p in parts]

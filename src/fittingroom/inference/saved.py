@@ -25,11 +25,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..core.errors import ConfigError, RunError
-from ..core.files import file_sha256, write_bytes, write_json
+from ..core.files import MB, file_sha256, write_bytes, write_json
 from ..runfolder.paths import RunPaths
 
 MODEL_FORMAT = "fittingroom-model/1"
-MAX_MODEL_JSON_BYTES = 8 * 2**20  # a model.json is a few kB, more with thousands of class names
+MAX_MODEL_JSON_BYTES = 8 * MB  # a model.json is a few kB, more with thousands of class names
 
 
 def save_model(folder: str | os.PathLike, module: nn.Module, info: dict[str, Any]) -> Path:

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import RunError
+from ..core.files import MB
 from .paths import METRICS
 
-MAX_JSON_BYTES = 16 * 2**20  # a run's JSON files are a few kB; a larger one is not what training wrote
-MAX_HISTORY_BYTES = 16 * 2**20  # history.csv: about 60 bytes an epoch
+MAX_JSON_BYTES = 16 * MB  # a run's JSON files are a few kB; a larger one is not what training wrote
+MAX_HISTORY_BYTES = 16 * MB  # history.csv: about 60 bytes an epoch
 # metrics.json keys that hold text; every other value training writes there is a number (or ``versions``)
 DAMAGED = "the run folder is damaged"
 TEXT_METRICS = ("preset", "model", "dataset", "device", "precision", "started", "finished")
