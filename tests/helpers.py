@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fittingroom import TrainConfig, create_model
+from fittingroom import TrainConfig
 from fittingroom.data import datasets as ds
 from fittingroom.data import open_data, write_idx
 from fittingroom.training.loop import Trainer, seed_everything
+from fittingroom.training.run import build_model
 
 CLASSES = ["zero", "one", "two", "three"]
 PHOTO_CLASSES = ["boot", "coat", "dress", "hat"]  # the class folders of write_class_folders
@@ -75,7 +76,7 @@ def make_trainer(data_dir, callbacks=(), checkpoint=None, **changes):
     config = tiny_config(data_dir, **changes).validate()
     seed_everything(config.seed, config.deterministic)
     data = open_data(config.data, validation_size=config.validation_size)
-    model = create_model(config.model, num_classes=data.num_classes, **config.model_args)
+    model = build_model(config, data)
     return Trainer(model, data, config, torch.device("cpu"), callbacks, checkpoint, verbose=False)
 
 

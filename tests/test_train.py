@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fittingroom import TrainConfig
+from fittingroom.config.train_config import PRESETS
 from fittingroom.data.augment import erase, flip, translate
 from fittingroom.training.callbacks import Callback, EarlyStopping, NonFiniteLoss, TerminateOnNaN
 from fittingroom.training.optim import lr_multiplier
@@ -30,11 +31,42 @@ def test_same_seed_same_weights_different_seed_different(tiny_data):
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
 
 
+@pytest.mark.parametrize("preset", sorted(set(PRESETS) - {"mlp-best"}))  # mlp-best: a cnn teacher, then the mlp
+def test_every_preset_is_repeatable_with_deterministic(tiny_data, preset):
+    changes = {**PRESETS[preset], "epochs": 2, "batch_size": 16, "deterministic": True}
+    if preset == "resnet":
+        changes["model_args"] = {"depth": 8, "width": 4}
+    a, b = make_trainer(tiny_data, **changes), make_trainer(tiny_data, **changes)
+    before = weights(a)
+    a.fit()
+    b.fit()
+    wa, wb = weights(a), weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], before[k]) for k in wa)
+    assert a.history == {**b.history, "seconds": a.history["seconds"]}
+
+
+def test_normalize_standardises_the_input_by_the_training_images(tiny_data):
+    from fittingroom.data import open_data
+    from fittingroom.models.zoo import Normalize
+
+    trainer = make_trainer(tiny_data, normalize=True)
+    data = open_data(str(tiny_data), validation_size=40)
+    first = trainer.raw_model[0]
+    assert isinstance(first, Normalize)
+    x = data.x_train.astype(np.float64) / 255
+    assert first.mean == pytest.approx((x.mean(),), abs=1e-4) and first.std == pytest.approx((x.std(),), abs=1e-4)
+    assert trainer._fused_step is not None  # still a plain MLP
+    assert not isinstance(make_trainer(tiny_data).raw_model[0], Normalize)  # the tutorial: x / 255 only
+
+
 @pytest.mark.parametrize("changes", [
     {},
     {"optimizer": "adamw", "schedule": "onecycle", "weight_decay": 0.01, "translate": 2, "flip": True, "erase": 0.5},
     {"model_args": {"dropout": 0.3, "batch_norm": True}, "optimizer": "sgd", "momentum": 0.9, "nesterov": True,
      "schedule": "cosine", "warmup_epochs": 1.0, "label_smoothing": 0.1, "grad_clip": 1.0},
+    {"optimizer": "adamw", "schedule": "onecycle", "weight_decay": 0.01, "label_smoothing": 0.1, "precision": "bf16",
+     "normalize": True},  # the fused MLP step with the optimizer's own state
 ])
 def test_resume_from_checkpoint_gives_identical_weights(tiny_data, tmp_path, changes):
     full = make_trainer(tiny_data, deterministic=True, epochs=3, **changes)

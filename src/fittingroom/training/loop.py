@@ -5,8 +5,8 @@ Each epoch shuffles it with one gather, then every step takes a contiguous
 slice, scales it to [0, 1], augments it as a batch and takes one optimizer
 step: no DataLoader, no per-image Python. Validation runs after every epoch,
 then the callbacks, then (if a path is set) an atomic checkpoint of
-everything needed to resume. The tutorial's own case (a plain MLP under plain
-SGD in fp32) takes the same loop with a hand-fused step instead (fused.py).
+everything needed to resume. A plain multilayer perceptron takes the same
+loop with a hand-written backward pass instead of autograd (fused.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from .checkpoint import META_KEY, load_checkpoint, optimizer_from_parts, optimiz
 from .distill import distillation_loss
 from .fused import FusedMLPStep, epoch_loss_and_correct, why_not_fused
 from .optim import build_optimizer, lr_multiplier, set_lr
+
+# The fused step keeps the whole training set ready for its first layer (float, normalised) up to this size.
+FUSED_INPUTS_BYTES = 1 << 30
 
 
 class TrainingInterrupted(FittingroomError):
@@ -124,10 +127,12 @@ class Trainer:
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
         self.augment_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         self._epoch_buffers: tuple[torch.Tensor, torch.Tensor] | None = None
-        # The tutorial's case (plain MLP, plain SGD, fp32, one process) takes the hand-fused step.
+        # A plain MLP (the tutorial's case among others) takes the hand-fused step.
         self.unfused_reason = why_not_fused(config, self.raw_model, self.precision, dist is not None, self.streaming)
-        self._fused_step = FusedMLPStep(self.raw_model) if self.unfused_reason is None else None
+        self._fused_step = (FusedMLPStep(self.raw_model, self.optimizer, self.precision, config.label_smoothing)
+                            if self.unfused_reason is None else None)
         self._fused_buffers: tuple[torch.Tensor, ...] | None = None
+        self._fused_inputs: torch.Tensor | None = None
 
     def set_callbacks(self, callbacks: Sequence[Callback]) -> None:
         """The callbacks of the next ``fit`` (a Learner's ``fit`` passes each call's own)."""
@@ -234,20 +239,29 @@ class Trainer:
         }
 
     def _train_epoch_fused(self, perm: torch.Tensor, scheduled: bool, first_step: int) -> dict[str, float]:
-        """The epoch of ``train_epoch`` for a plain MLP under plain SGD, with the fused step (see fused.py)."""
-        cfg, opt = self.config, self.optimizer
+        """The epoch of ``train_epoch`` for a plain MLP, with the fused step (see fused.py)."""
+        cfg, opt, step_fn = self.config, self.optimizer, self._fused_step
         n, classes = len(perm), self.raw_model[-1].out_features
-        images, labels = self._gather_epoch(perm.to(self.device))
+        perm = perm.to(self.device)
+        labels = torch.index_select(self.y_train, 0, perm)
+        features = math.prod(self.x_train.shape[1:])
         if self._fused_buffers is None or len(self._fused_buffers[0]) != n:
-            self._fused_buffers = (torch.empty(n, math.prod(images.shape[1:]), device=self.device),
+            self._fused_buffers = (torch.empty(n, features, device=self.device, dtype=step_fn.dtype),
                                    torch.empty(n, classes, device=self.device), torch.empty(n, classes, device=self.device))
-        x_all, onehot, logits = self._fused_buffers
-        # The epoch's images scaled to [0, 1] in one pass (as to_float does per batch); the targets one-hot.
-        x_all.copy_(images.view(n, -1))
-        if images.dtype == torch.uint8:
-            x_all.div_(255.0)
-        onehot.zero_().scatter_(1, labels[:, None], 1.0)
+        x_all, target, logits = self._fused_buffers
+        # The images as the first layer takes them (scaled, normalised, flattened, cast), as the model would
+        # make them per batch: made once for the whole training set if that fits FUSED_INPUTS_BYTES (then each
+        # epoch is one gather), else from the epoch's gathered images.
+        if self._fused_inputs is None and len(self.x_train) * features * x_all.element_size() <= FUSED_INPUTS_BYTES:
+            self._fused_inputs = step_fn.inputs(self.x_train)
+        if self._fused_inputs is not None:
+            torch.index_select(self._fused_inputs, 0, perm, out=x_all)
+        else:
+            step_fn.inputs(self._gather_epoch(perm)[0], out=x_all)
+        step_fn.targets(labels, classes, out=target)
         lr = cfg.lr
+        if not scheduled:
+            set_lr(opt, lr)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         counted = 0
@@ -255,18 +269,21 @@ class Trainer:
             s = slice(step * self.local_batch, min((step + 1) * self.local_batch, n))
             if scheduled:
                 lr = cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch)
-            self._fused_step(x_all[s], onehot[s], lr, logits[s])
+                if step_fn.optimizer is not None:
+                    set_lr(opt, lr)
+            step_fn(x_all[s], target[s], lr, logits[s])
             if self._batch_hooks:
                 running = {}
                 if step % 50 == 0:
-                    block_loss, block_correct = epoch_loss_and_correct(logits[counted:s.stop], labels[counted:s.stop])
+                    block_loss, block_correct = epoch_loss_and_correct(logits[counted:s.stop], labels[counted:s.stop],
+                                                                       cfg.label_smoothing)
                     loss_sum += block_loss
                     correct += block_correct
                     counted = s.stop
                     running = {"loss": loss_sum.item() / counted, "accuracy": correct.item() / counted}
                 for cb in self._batch_hooks:
                     cb.on_train_batch_end(step, running)
-        block_loss, block_correct = epoch_loss_and_correct(logits[counted:], labels[counted:])
+        block_loss, block_correct = epoch_loss_and_correct(logits[counted:], labels[counted:], cfg.label_smoothing)
         set_lr(opt, lr)
         return {"loss": ((loss_sum + block_loss) / n).item(), "accuracy": ((correct + block_correct) / n).item(),
                 "lr": lr}

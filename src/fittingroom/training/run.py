@@ -72,9 +72,10 @@ class RunResult:
 
 def data_model_args(config: TrainConfig, data: SplitData) -> dict[str, Any]:
     """The model's arguments: the configured ones, and what the data decides (input size, channels, classes,
-    and for images resized from files the training images' per-channel mean and standard deviation)."""
+    and for images resized from files or with ``normalize`` the training images' per-channel mean and standard
+    deviation)."""
     args = dict(config.model_args)
-    if data.normalised and "mean" not in args and "std" not in args:
+    if (data.normalised or config.normalize) and "mean" not in args and "std" not in args:
         args["mean"], args["std"] = data.channel_stats
     return {**args, "input_shape": list(data.input_shape), "in_channels": data.channels,
             "num_classes": data.num_classes}
@@ -285,7 +286,7 @@ def train_run(
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         say(f"Training {config.model} on {data.name} ({len(data.x_train):,} training, {len(data.x_val):,} validation images) "
             f"on {describe(device)}, {trainer.precision}" + (f", {dist.world_size} processes" if dist else "")
-            + (", fused SGD step" if trainer.unfused_reason is None else ""))
+            + (", fused MLP step" if trainer.unfused_reason is None else ""))
         try:
             history = trainer.fit()
         except NonFiniteLoss as exc:
