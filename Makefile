@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools wheel
 	$(PIP) -e '.[all,dev]'
+	$(PY) -m fittingroom.training.native
 	touch $@
 
 # The dataset: found where it is (see `fittingroom data info`); on Debian, installed from the

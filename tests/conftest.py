@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
 from helpers import write_idx_dataset
+
+# The compiled SGD loop (training/native.py) lives in PyTorch's extension cache, found from XDG_CACHE_HOME, which
+# every test empties (isolated_env): pin the cache where it is now, so that it is built once (make setup builds it).
+if "TORCH_EXTENSIONS_DIR" not in os.environ:
+    from torch.utils.cpp_extension import _get_build_directory
+
+    from fittingroom.training.native import module_name
+
+    os.environ["TORCH_EXTENSIONS_DIR"] = str(Path(_get_build_directory(module_name(), verbose=False)).parent)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_sgd_loop():
+    """Build the compiled SGD loop before any test runs (a minute on a fresh machine), not inside a timed one."""
+    from fittingroom.training.native import compiled_sgd_steps
+
+    return compiled_sgd_steps()
 
 
 @pytest.fixture(autouse=True)

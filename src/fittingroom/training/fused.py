@@ -17,7 +17,8 @@ once per epoch instead of once per step.
 
 - **Plain SGD in fp32** (the tutorial's recipe): each layer's update is fused into
   the matrix product that computes its gradient, ``W.addmm_(g.T, h, alpha=-lr/n)``,
-  so no gradient is ever stored.
+  so no gradient is ever stored; a run of such steps goes through the same
+  operations in compiled code where it can be built (native.py, fused_sgd.cpp).
 - **Anything else the optimizer does** (momentum, Nesterov, weight decay, Adam,
   AdamW): the gradients are written into each parameter's ``.grad`` and the
   run's own optimizer takes its step, so its state (and checkpoints) is the same
@@ -106,9 +107,39 @@ class FusedMLPStep:
         self.dtype = PRECISIONS[precision]
         self.label_smoothing = label_smoothing
         self.optimizer = None if optimizer is None or (is_plain_sgd(optimizer) and precision == "fp32") else optimizer
+        self.compiled = None  # the compiled loop of plain-SGD steps, once load_compiled found it
         if self.optimizer is not None:
             for p in self.weights + self.biases:
                 p.grad = torch.zeros_like(p)
+
+    def load_compiled(self, say=None) -> str | None:
+        """Take plain-SGD steps in the compiled loop (native.py), building it first if need be (``say`` is told).
+        None when it is used, else why not."""
+        if self.optimizer is not None:
+            return "the optimizer takes the step"
+        from .native import compiled_sgd_steps
+
+        loop = compiled_sgd_steps(say)
+        if isinstance(loop, str):
+            return loop
+        self.compiled = loop
+        return None
+
+    @torch.no_grad()
+    def sgd_steps(self, x: torch.Tensor, target: torch.Tensor, logits: torch.Tensor, lrs: list[float], batch: int,
+                  first_row: int = 0) -> None:
+        """``len(lrs)`` plain-SGD steps of ``batch`` rows each from ``first_row`` on (the last may be shorter),
+        in the compiled loop if loaded, else one ``_plain_sgd`` after another: the same operations."""
+        if self.optimizer is not None:
+            raise ValueError("sgd_steps is for plain SGD in fp32; this step has an optimizer")
+        if lrs and first_row + (len(lrs) - 1) * batch >= len(x):
+            raise ValueError(f"{len(lrs)} steps of {batch} rows from row {first_row} go past the last row ({len(x)})")
+        if self.compiled is not None:
+            self.compiled(x, target, logits, self.weights, self.biases, [float(lr) for lr in lrs], batch, first_row)
+            return
+        for k, lr in enumerate(lrs):
+            rows = slice(first_row + k * batch, first_row + (k + 1) * batch)
+            self._plain_sgd(x[rows], target[rows], lr, logits[rows])
 
     @torch.no_grad()
     def inputs(self, images: torch.Tensor, out: torch.Tensor | None = None, block: int = 4096) -> torch.Tensor:

@@ -131,6 +131,9 @@ class Trainer:
         self.unfused_reason = why_not_fused(config, self.raw_model, self.precision, dist is not None, self.streaming)
         self._fused_step = (FusedMLPStep(self.raw_model, self.optimizer, self.precision, config.label_smoothing)
                             if self.unfused_reason is None else None)
+        # Plain SGD in fp32 (the tutorial's recipe) runs its steps in compiled code where that can be built.
+        self.uncompiled_reason = (self._fused_step.load_compiled(self.say) if self._fused_step is not None
+                                  else self.unfused_reason)
         self._fused_buffers: tuple[torch.Tensor, ...] | None = None
         self._fused_inputs: torch.Tensor | None = None
 
@@ -265,28 +268,47 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         counted = 0
-        for step in range(self.steps_per_epoch):
-            s = slice(step * self.local_batch, min((step + 1) * self.local_batch, n))
-            if scheduled:
-                lr = cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch)
-                if step_fn.optimizer is not None:
-                    set_lr(opt, lr)
-            step_fn(x_all[s], target[s], lr, logits[s])
-            if self._batch_hooks:
-                running = {}
-                if step % 50 == 0:
-                    block_loss, block_correct = epoch_loss_and_correct(logits[counted:s.stop], labels[counted:s.stop],
-                                                                       cfg.label_smoothing)
-                    loss_sum += block_loss
-                    correct += block_correct
-                    counted = s.stop
-                    running = {"loss": loss_sum.item() / counted, "accuracy": correct.item() / counted}
-                for cb in self._batch_hooks:
-                    cb.on_train_batch_end(step, running)
+        if step_fn.optimizer is None and not self._batch_hooks:  # plain SGD, nobody watching: the epoch in one go
+            lrs = [cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch)
+                   if scheduled else lr for step in range(self.steps_per_epoch)]
+            step_fn.sgd_steps(x_all, target, logits, lrs, self.local_batch)
+            lr = lrs[-1]
+        else:
+            for step in range(self.steps_per_epoch):
+                lr, counted = self._fused_step_with_hooks(step, first_step, scheduled, lr, counted, labels,
+                                                          loss_sum, correct)
         block_loss, block_correct = epoch_loss_and_correct(logits[counted:], labels[counted:], cfg.label_smoothing)
         set_lr(opt, lr)
         return {"loss": ((loss_sum + block_loss) / n).item(), "accuracy": ((correct + block_correct) / n).item(),
                 "lr": lr}
+
+    def _fused_step_with_hooks(self, step: int, first_step: int, scheduled: bool, lr: float, counted: int,
+                               labels: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> tuple[float, int]:
+        """One fused step of ``_train_epoch_fused``, then the batch callbacks (with the running loss and accuracy
+        every 50 steps, accumulated into ``loss_sum`` and ``correct`` in place); returns its lr and rows counted."""
+        cfg, step_fn = self.config, self._fused_step
+        x_all, target, logits = self._fused_buffers
+        s = slice(step * self.local_batch, min((step + 1) * self.local_batch, len(x_all)))
+        if scheduled:
+            lr = cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch)
+            if step_fn.optimizer is not None:
+                set_lr(self.optimizer, lr)
+        if step_fn.optimizer is None:
+            step_fn.sgd_steps(x_all, target, logits, [lr], self.local_batch, s.start)
+        else:
+            step_fn(x_all[s], target[s], lr, logits[s])
+        if self._batch_hooks:
+            running = {}
+            if step % 50 == 0:
+                block_loss, block_correct = epoch_loss_and_correct(logits[counted:s.stop], labels[counted:s.stop],
+                                                                   cfg.label_smoothing)
+                loss_sum += block_loss
+                correct += block_correct
+                counted = s.stop
+                running = {"loss": loss_sum.item() / counted, "accuracy": correct.item() / counted}
+            for cb in self._batch_hooks:
+                cb.on_train_batch_end(step, running)
+        return lr, counted
 
     def batches(self, perm: torch.Tensor):
         """(uint8 images, labels, their indices in the training set) of each step, in the order of ``perm``."""

@@ -286,7 +286,8 @@ def train_run(
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         say(f"Training {config.model} on {data.name} ({len(data.x_train):,} training, {len(data.x_val):,} validation images) "
             f"on {describe(device)}, {trainer.precision}" + (f", {dist.world_size} processes" if dist else "")
-            + (", fused MLP step" if trainer.unfused_reason is None else ""))
+            + (", fused MLP step" if trainer.unfused_reason is None else "")
+            + (" (compiled)" if trainer.uncompiled_reason is None else ""))
         try:
             history = trainer.fit()
         except NonFiniteLoss as exc:

@@ -1,0 +1,78 @@
+"""The compiled loop of plain-SGD steps takes exactly the steps the Python loop takes."""
+
+import pytest
+import torch
+
+from fittingroom import create_model
+from fittingroom.training import native
+from fittingroom.training.fused import FusedMLPStep
+from helpers import make_trainer, weights
+
+
+def test_the_compiled_loop_is_built_here(compiled_sgd_loop):
+    assert callable(compiled_sgd_loop), compiled_sgd_loop  # a reason string means it could not be built
+    assert native.is_built()
+
+
+@pytest.mark.parametrize("hidden, batch, first_row, steps", [
+    ((300, 100), 8, 0, 5),  # the last step takes the one row left of 33
+    ((16,), 7, 3, 5),  # from a row in the middle, the last step shorter (3 + 4 * 7 = 31 < 33 rows)
+    ((24, 12, 6), 11, 0, 3),
+])
+def test_compiled_steps_equal_the_python_steps_bit_for_bit(hidden, batch, first_row, steps):
+    torch.manual_seed(0)
+    python_model = create_model("mlp", input_shape=(6, 6), num_classes=5, hidden=hidden)
+    compiled_model = create_model("mlp", input_shape=(6, 6), num_classes=5, hidden=hidden)
+    compiled_model.load_state_dict(python_model.state_dict())
+    python_step, compiled_step = FusedMLPStep(python_model), FusedMLPStep(compiled_model)
+    assert compiled_step.load_compiled() is None and compiled_step.compiled is not None
+    images, labels = torch.randint(0, 256, (33, 6, 6), dtype=torch.uint8), torch.randint(0, 5, (33,))
+    x, target = python_step.inputs(images), python_step.targets(labels, 5)
+    lrs = [0.3 / (k + 1) for k in range(steps)]
+    logits_python, logits_compiled = torch.zeros(33, 5), torch.zeros(33, 5)
+    python_step.sgd_steps(x, target, logits_python, lrs, batch, first_row)
+    compiled_step.sgd_steps(x, target, logits_compiled, lrs, batch, first_row)
+    assert torch.equal(logits_compiled, logits_python)
+    assert logits_compiled[first_row:].abs().sum() > 0 and not logits_compiled[:first_row].any()
+    for p, q in zip(python_model.parameters(), compiled_model.parameters()):
+        assert torch.equal(p, q)
+    assert not torch.equal(python_model[1].weight, create_model("mlp", input_shape=(6, 6), num_classes=5,
+                                                                hidden=hidden)[1].weight)  # it did learn
+
+
+def test_a_run_in_compiled_code_equals_one_in_python(tiny_data, monkeypatch):
+    compiled = make_trainer(tiny_data, epochs=2, lr=0.05, schedule="cosine", deterministic=True)
+    assert compiled.uncompiled_reason is None
+    compiled.fit()
+    monkeypatch.setenv("FITTINGROOM_NO_COMPILE", "1")
+    python = make_trainer(tiny_data, epochs=2, lr=0.05, schedule="cosine", deterministic=True)
+    assert "FITTINGROOM_NO_COMPILE" in python.uncompiled_reason and python._fused_step.compiled is None
+    python.fit()
+    wc, wp = weights(compiled), weights(python)
+    assert all(torch.equal(wc[k], wp[k]) for k in wc)
+    assert compiled.history["loss"] == python.history["loss"]
+
+
+def test_where_it_cannot_be_built_the_python_loop_takes_the_steps(tiny_data, monkeypatch):
+    monkeypatch.setattr(native, "_loaded", {"module": "the compiled loop could not be built (no compiler)"})
+    trainer = make_trainer(tiny_data, epochs=1, lr=0.05)
+    assert trainer.uncompiled_reason == "the compiled loop could not be built (no compiler)"
+    trainer.fit()
+    assert trainer.history["accuracy"][0] > 0
+
+
+def test_only_plain_sgd_in_fp32_is_compiled(tiny_data):
+    assert make_trainer(tiny_data, momentum=0.9).uncompiled_reason == "the optimizer takes the step"
+    assert make_trainer(tiny_data, precision="bf16").uncompiled_reason == "the optimizer takes the step"
+    assert "augmentation" in make_trainer(tiny_data, flip=True).uncompiled_reason
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_steps_past_the_last_row_are_refused(compiled):
+    model = create_model("mlp", input_shape=(6, 6), num_classes=5, hidden=(8,))
+    step = FusedMLPStep(model)
+    if compiled:
+        assert step.load_compiled() is None
+    x, target, logits = torch.rand(10, 36), torch.rand(10, 5), torch.zeros(10, 5)
+    with pytest.raises((ValueError, RuntimeError), match="past the last row"):
+        step.sgd_steps(x, target, logits, [0.1, 0.1, 0.1], 4, 2)  # rows 2-6, 6-10, then 10-: none left
