@@ -78,8 +78,12 @@ def test_fused_steps_match_autograd_with_the_optimizer_label_smoothing_and_norma
         logits = torch.empty(n, 5)
         step(step.inputs(x), step.targets(y, 5), 0.0, logits)
         torch.testing.assert_close(logits, expected.float(), rtol=1e-5, atol=1e-6)
+        if precision == "bf16":  # the same bf16 operations as autocast's, in the same order: bit for bit
+            assert torch.equal(logits, expected.float())
     for (name, p), q in zip(reference.named_parameters(), fused_model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+        if precision == "bf16":
+            assert torch.equal(q, p), name
     assert not torch.equal(fused_model[2].weight, create_model("mlp", input_shape=(8, 8), num_classes=5,
                                                                 hidden=(32, 16))[1].weight)  # it did learn
 
@@ -175,10 +179,12 @@ def test_the_epochs_inputs_are_what_the_models_own_input_layers_make(precision):
     assert torch.equal(step.inputs(images, block=4), expected.to(step.dtype))
 
 
-def test_a_training_set_too_large_to_keep_converted_is_converted_each_epoch_to_the_same(tiny_data, monkeypatch):
+@pytest.mark.parametrize("changes", [{"optimizer": "adamw", "normalize": True}, {"lr": 0.05}])
+def test_a_training_set_too_large_to_keep_converted_is_converted_each_epoch_to_the_same(tiny_data, monkeypatch,
+                                                                                        changes):
     import fittingroom.training.loop as loop
 
-    changes = {"epochs": 2, "optimizer": "adamw", "normalize": True, "deterministic": True}
+    changes = {"epochs": 2, "deterministic": True, **changes}
     kept = make_trainer(tiny_data, **changes)
     kept.fit()
     assert kept._fused_inputs is not None
