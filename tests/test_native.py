@@ -76,3 +76,22 @@ def test_steps_past_the_last_row_are_refused(compiled):
     x, target, logits = torch.rand(10, 36), torch.rand(10, 5), torch.zeros(10, 5)
     with pytest.raises((ValueError, RuntimeError), match="past the last row"):
         step.sgd_steps(x, target, logits, [0.1, 0.1, 0.1], 4, 2)  # rows 2-6, 6-10, then 10-: none left
+
+
+def test_a_build_killed_halfway_does_not_make_later_runs_wait(compiled_sgd_loop):
+    """PyTorch's lock file, as a build killed with SIGKILL leaves it: the next process still gets the loop."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    stale = Path(_get_build_directory(native.module_name(), verbose=False)) / "lock"
+    stale.touch()
+    code = ("from fittingroom.training.native import compiled_sgd_steps; "
+            "print(callable(compiled_sgd_steps()))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    finally:
+        stale.unlink(missing_ok=True)
+    assert out.stdout.strip() == "True", out.stderr

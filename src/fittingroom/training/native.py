@@ -13,6 +13,7 @@ is used instead: the same steps, slower.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -48,14 +49,38 @@ def compiled_sgd_steps(say=None):
 
 def _build(say) -> ModuleType | str:
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import _get_build_directory, load
 
-        if say is not None and not is_built():
-            say("Compiling the fused SGD loop for this machine (once; about a minute)")
-        return load(name=module_name(), sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
+        name = module_name()
+        with _build_lock(Path(_get_build_directory(name, verbose=False))):
+            if say is not None and not is_built():
+                say("Compiling the fused SGD loop for this machine (once; about a minute)")
+            return load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
     except Exception as exc:  # no compiler, no ninja, headers missing: the Python loop does the same steps
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"the compiled loop could not be built ({reason[:200]})"
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: Path):
+    """Hold this extension's build directory against other fittingroom processes while it is built or loaded.
+
+    PyTorch's own lock is a file that a killed build leaves behind, after which every later load waits for it
+    forever. This lock is an flock, which the kernel releases when its holder dies: whoever holds it is the only
+    live process building here, so a PyTorch lock file found then is stale and removed.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: PyTorch's lock alone
+        yield
+        return
+    with open(build_dir / "fittingroom.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            (build_dir / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 if __name__ == "__main__":  # python -m fittingroom.training.native: build it now (make setup does)
