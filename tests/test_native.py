@@ -78,6 +78,7 @@ def test_steps_past_the_last_row_are_refused(compiled):
         step.sgd_steps(x, target, logits, [0.1, 0.1, 0.1], 4, 2)  # rows 2-6, 6-10, then 10-: none left
 
 
+@pytest.mark.subprocess
 def test_a_build_killed_halfway_does_not_make_later_runs_wait(compiled_sgd_loop):
     """PyTorch's lock file, as a build killed with SIGKILL leaves it: the next process still gets the loop."""
     import subprocess
