@@ -27,8 +27,6 @@ DEFAULT_RULES: dict[str, Any] = {"min_probability": 0.5, "ranges": {}}
 LABELS = {"mean": "mean brightness", "ink": "share of object pixels", "edges": "edge density"}
 
 
-
-
 def image_stats(images: np.ndarray, background: int = 0, threshold: int = 13) -> dict[str, np.ndarray]:
     """Per-image statistics of uint8 model inputs, each an array (N,) in [0, 1].
 

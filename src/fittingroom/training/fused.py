@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..inference.forward import to_float
 from ..models.zoo import Normalize
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -143,23 +144,17 @@ class FusedMLPStep:
 
     @torch.no_grad()
     def inputs(self, images: torch.Tensor, out: torch.Tensor | None = None, block: int = 4096) -> torch.Tensor:
-        """Images (uint8 in [0, 255] or float in [0, 1]) as the first layer takes them: scaled as ``x / 255``,
-        normalised as the model's Normalize layer does, flattened, in the step's precision. Written into ``out``
-        (n, features) a block of images at a time, so no second copy of the epoch is ever held."""
+        """Images (uint8 in [0, 255] or float in [0, 1]) as the first layer takes them: scaled by ``to_float``
+        and normalised by the model's own Normalize layer, as the model's forward pass makes them, then
+        flattened, in the step's precision. Written into ``out`` (n, features) a block of images at a time, so
+        no second copy of the epoch is ever held."""
         n = len(images)
         out = torch.empty(n, images[0].numel(), device=images.device, dtype=self.dtype) if out is None else out
         for start in range(0, n, block):
-            part = images[start:start + block]
-            target = out[start:start + block].view(part.shape)
-            x = target if self.dtype == torch.float32 else torch.empty(part.shape, device=part.device)
-            x.copy_(part)
-            if images.dtype == torch.uint8:
-                x.div_(255.0)
+            x = to_float(images[start:start + block])
             if self.normalize is not None:
-                mean, std = (torch.tensor(v, device=x.device) for v in (self.normalize.mean, self.normalize.std))
-                x.sub_(mean).div_(std)  # (x - mean) / std over the last axis, as Normalize computes it
-            if x is not target:
-                target.copy_(x)
+                x = self.normalize(x)
+            out[start:start + block].copy_(x.view(len(x), -1))
         return out
 
     def targets(self, labels: torch.Tensor, classes: int, out: torch.Tensor | None = None) -> torch.Tensor:
