@@ -168,6 +168,39 @@ def test_batch_callbacks_see_the_running_loss_and_accuracy(tiny_data):
     assert all(0 <= logs["accuracy"] <= 1 and logs["loss"] > 0 for _, logs in reported)
 
 
+@pytest.mark.parametrize("changes", [{}, {"optimizer": "adamw", "schedule": "onecycle"}])
+def test_callbacks_that_want_every_nth_step_get_it_and_the_steps_are_the_same(tiny_data, changes):
+    from fittingroom.training.callbacks import Callback
+
+    class Every(Callback):
+        def __init__(self, every):
+            self.batch_every, self.seen = every, []
+
+        def on_train_batch_end(self, step, logs):
+            self.seen.append((step, bool(logs)))
+
+    sparse, dense = Every(30), Every(1)
+    by_runs = make_trainer(tiny_data, [sparse], epochs=2, batch_size=2, lr=0.05, **changes)  # 100 steps an epoch
+    by_steps = make_trainer(tiny_data, [dense], epochs=2, batch_size=2, lr=0.05, **changes)
+    by_runs.fit()
+    by_steps.fit()
+    assert sparse.seen == [(29, True), (59, True), (89, False), (99, False)] * 2  # logs for runs holding 0 and 50
+    assert len(dense.seen) == 200 and [s for s, logs in dense.seen if logs] == [0, 50] * 2
+    wr, ws = weights(by_runs), weights(by_steps)
+    assert all(torch.equal(wr[k], ws[k]) for k in wr)
+    assert by_runs.history["loss"] == pytest.approx(by_steps.history["loss"], rel=1e-6)
+
+
+def test_a_progress_line_per_epoch_watches_no_steps(tiny_data):
+    import io
+
+    from fittingroom.training.callbacks import ProgressLogger
+
+    assert make_trainer(tiny_data, [ProgressLogger(io.StringIO())])._batch_hooks == []
+    live = ProgressLogger(io.StringIO(), live=True)
+    assert make_trainer(tiny_data, [live])._batch_hooks == [live]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_the_epochs_inputs_are_what_the_models_own_input_layers_make(precision):
     """Colour images normalised per channel, taken in blocks smaller than the set."""

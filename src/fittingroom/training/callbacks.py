@@ -47,9 +47,16 @@ class Callback:
 
     trainer: Trainer
     name: str = "callback"
+    # on_train_batch_end comes at least every `batch_every` steps and after an epoch's last one (with the
+    # step just taken); more than 1 lets the trainer take the steps in between in one go.
+    batch_every: int = 1
 
     def set_trainer(self, trainer: Trainer) -> None:
         self.trainer = trainer
+
+    def wants_batch_ends(self) -> bool:
+        """Whether on_train_batch_end should be called: by default, when the callback overrides it."""
+        return type(self).on_train_batch_end is not Callback.on_train_batch_end
 
     def on_train_begin(self) -> None: ...
     def on_epoch_begin(self, epoch: int) -> None: ...
@@ -333,6 +340,7 @@ class ProgressLogger(Callback):
     """
 
     name = "progress"
+    batch_every = 50  # a bar refreshed every 50 steps looks live (about 20 ms of the tutorial's steps)
 
     def __init__(self, stream=None, live: bool | None = None):
         self.stream = stream or sys.stdout
@@ -346,6 +354,9 @@ class ProgressLogger(Callback):
             self.bar = _tqdm(self.notebook)(total=t.steps_per_epoch, desc=f"Epoch {epoch + 1}/{t.config.epochs}",
                                             file=self.stream, unit="step", leave=False, mininterval=0.25,
                                             **({"ncols": 100} if self.notebook else {"dynamic_ncols": True}))
+
+    def wants_batch_ends(self) -> bool:
+        return self.live  # a line per epoch needs no steps
 
     def on_train_batch_end(self, step: int, logs: dict[str, float]) -> None:
         if self.bar is not None:

@@ -109,6 +109,7 @@ class FusedMLPStep:
         self.label_smoothing = label_smoothing
         self.optimizer = None if optimizer is None or (is_plain_sgd(optimizer) and precision == "fp32") else optimizer
         self.compiled = None  # the compiled loop of plain-SGD steps, once load_compiled found it
+        self.own_kernels = True  # its first layer's own AVX-512 kernels where they run (else ATen's products)
         if self.optimizer is not None:
             for p in self.weights + self.biases:
                 p.grad = torch.zeros_like(p)
@@ -136,7 +137,8 @@ class FusedMLPStep:
         if lrs and first_row + (len(lrs) - 1) * batch >= len(x):
             raise ValueError(f"{len(lrs)} steps of {batch} rows from row {first_row} go past the last row ({len(x)})")
         if self.compiled is not None:
-            self.compiled(x, target, logits, self.weights, self.biases, [float(lr) for lr in lrs], batch, first_row)
+            self.compiled(x, target, logits, self.weights, self.biases, [float(lr) for lr in lrs], batch, first_row,
+                          self.own_kernels)
             return
         for k, lr in enumerate(lrs):
             rows = slice(first_row + k * batch, first_row + (k + 1) * batch)

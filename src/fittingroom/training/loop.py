@@ -25,6 +25,7 @@ from torch import nn
 from ..config.train_config import TrainConfig
 from ..core.device import autocast, resolve_precision
 from ..core.errors import ConfigError, FittingroomError, RunError
+from ..core.memory import empty_on_huge_pages
 from ..data import SplitData
 from ..data.augment import augment_batch
 from ..inference.forward import loss_and_accuracy, predict_logits, to_float
@@ -142,7 +143,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             cb.set_trainer(self)
-        self._batch_hooks = [cb for cb in self.callbacks if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
+        self._batch_hooks = [cb for cb in self.callbacks if cb.wants_batch_ends()]
 
     # ------------------------------------------------------------------ output
     def say(self, message: str) -> None:
@@ -249,7 +250,8 @@ class Trainer:
         labels = torch.index_select(self.y_train, 0, perm)
         features = math.prod(self.x_train.shape[1:])
         if self._fused_buffers is None or len(self._fused_buffers[0]) != n:
-            self._fused_buffers = (torch.empty(n, features, device=self.device, dtype=step_fn.dtype),
+            # the epoch's inputs, read a few rows per step: on huge pages (core/memory.py)
+            self._fused_buffers = (empty_on_huge_pages(n, features, device=self.device, dtype=step_fn.dtype),
                                    torch.empty(n, classes, device=self.device), torch.empty(n, classes, device=self.device))
         x_all, target, logits = self._fused_buffers
         # The images as the first layer takes them (scaled, normalised, flattened, cast), as the model would
@@ -267,48 +269,45 @@ class Trainer:
             set_lr(opt, lr)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        counted = 0
-        if step_fn.optimizer is None and not self._batch_hooks:  # plain SGD, nobody watching: the epoch in one go
+        counted = 0  # the rows whose loss and accuracy loss_sum and correct hold
+        # The steps go in runs between the batch callbacks' calls: the whole epoch when nobody watches them.
+        every = min((cb.batch_every for cb in self._batch_hooks), default=self.steps_per_epoch)
+        for first in range(0, self.steps_per_epoch, max(1, every)):
+            run = range(first, min(first + max(1, every), self.steps_per_epoch))
             lrs = [cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch)
-                   if scheduled else lr for step in range(self.steps_per_epoch)]
-            step_fn.sgd_steps(x_all, target, logits, lrs, self.local_batch)
+                   if scheduled else lr for step in run]
+            if step_fn.optimizer is None:  # plain SGD: the run in one call (the compiled loop where it is built)
+                step_fn.sgd_steps(x_all, target, logits, lrs, self.local_batch, first * self.local_batch)
+            else:
+                for step, lr in zip(run, lrs):
+                    if scheduled:
+                        set_lr(opt, lr)
+                    s = slice(step * self.local_batch, (step + 1) * self.local_batch)
+                    step_fn(x_all[s], target[s], lr, logits[s])
             lr = lrs[-1]
-        else:
-            for step in range(self.steps_per_epoch):
-                lr, counted = self._fused_step_with_hooks(step, first_step, scheduled, lr, counted, labels,
-                                                          loss_sum, correct)
+            if self._batch_hooks:
+                counted = self._batch_ends(run, counted, labels, loss_sum, correct)
         block_loss, block_correct = epoch_loss_and_correct(logits[counted:], labels[counted:], cfg.label_smoothing)
         set_lr(opt, lr)
         return {"loss": ((loss_sum + block_loss) / n).item(), "accuracy": ((correct + block_correct) / n).item(),
                 "lr": lr}
 
-    def _fused_step_with_hooks(self, step: int, first_step: int, scheduled: bool, lr: float, counted: int,
-                               labels: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> tuple[float, int]:
-        """One fused step of ``_train_epoch_fused``, then the batch callbacks (with the running loss and accuracy
-        every 50 steps, accumulated into ``loss_sum`` and ``correct`` in place); returns its lr and rows counted."""
-        cfg, step_fn = self.config, self._fused_step
-        x_all, target, logits = self._fused_buffers
-        s = slice(step * self.local_batch, min((step + 1) * self.local_batch, len(x_all)))
-        if scheduled:
-            lr = cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch)
-            if step_fn.optimizer is not None:
-                set_lr(self.optimizer, lr)
-        if step_fn.optimizer is None:
-            step_fn.sgd_steps(x_all, target, logits, [lr], self.local_batch, s.start)
-        else:
-            step_fn(x_all[s], target[s], lr, logits[s])
-        if self._batch_hooks:
-            running = {}
-            if step % 50 == 0:
-                block_loss, block_correct = epoch_loss_and_correct(logits[counted:s.stop], labels[counted:s.stop],
-                                                                   cfg.label_smoothing)
-                loss_sum += block_loss
-                correct += block_correct
-                counted = s.stop
-                running = {"loss": loss_sum.item() / counted, "accuracy": correct.item() / counted}
-            for cb in self._batch_hooks:
-                cb.on_train_batch_end(step, running)
-        return lr, counted
+    def _batch_ends(self, run: range, counted: int, labels: torch.Tensor, loss_sum: torch.Tensor,
+                    correct: torch.Tensor) -> int:
+        """The batch callbacks after a run of fused steps, with the running loss and accuracy when the run holds a
+        multiple of 50 (accumulated into ``loss_sum`` and ``correct`` in place); returns the rows now counted."""
+        running = {}
+        if -(-run.start // 50) * 50 < run.stop:
+            stop = min(run.stop * self.local_batch, len(labels))
+            block_loss, block_correct = epoch_loss_and_correct(self._fused_buffers[2][counted:stop],
+                                                               labels[counted:stop], self.config.label_smoothing)
+            loss_sum += block_loss
+            correct += block_correct
+            counted = stop
+            running = {"loss": loss_sum.item() / counted, "accuracy": correct.item() / counted}
+        for cb in self._batch_hooks:
+            cb.on_train_batch_end(run[-1], running)
+        return counted
 
     def batches(self, perm: torch.Tensor):
         """(uint8 images, labels, their indices in the training set) of each step, in the order of ``perm``."""

@@ -47,6 +47,13 @@ def compiled_sgd_steps(say=None):
     return module if isinstance(module, str) else module.sgd_steps
 
 
+def first_layer_kernels() -> bool:
+    """Whether the compiled loop computes the first layer with its own kernels here (x86-64 with AVX-512)."""
+    if isinstance(compiled_sgd_steps(), str):
+        return False
+    return bool(_loaded["module"].kernels_run_here())
+
+
 def _build(say) -> ModuleType | str:
     try:
         from torch.utils.cpp_extension import _get_build_directory, load
@@ -55,7 +62,8 @@ def _build(say) -> ModuleType | str:
         with _build_lock(Path(_get_build_directory(name, verbose=False))):
             if say is not None and not is_built():
                 say("Compiling the fused SGD loop for this machine (once; about a minute)")
-            return load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
+            return load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp"],
+                        extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as exc:  # no compiler, no ninja, headers missing: the Python loop does the same steps
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"the compiled loop could not be built ({reason[:200]})"

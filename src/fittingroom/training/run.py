@@ -41,7 +41,7 @@ from ..models.registry import count_params, create_model, model_defaults
 from ..models.summary import model_summary
 from ..runfolder.data import load_data
 from ..runfolder.paths import RunPaths, default_run_dir
-from . import distributed, tracking
+from . import distributed, native, tracking
 from .callbacks import (
     CSVLogger,
     EarlyStopping,
@@ -287,7 +287,8 @@ def train_run(
         say(f"Training {config.model} on {data.name} ({len(data.x_train):,} training, {len(data.x_val):,} validation images) "
             f"on {describe(device)}, {trainer.precision}" + (f", {dist.world_size} processes" if dist else "")
             + (", fused MLP step" if trainer.unfused_reason is None else "")
-            + (" (compiled)" if trainer.uncompiled_reason is None else ""))
+            + (f" (compiled{', AVX-512 kernels' if native.first_layer_kernels() else ''})"
+               if trainer.uncompiled_reason is None else ""))
         try:
             history = trainer.fit()
         except NonFiniteLoss as exc:
