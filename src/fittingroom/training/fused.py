@@ -17,8 +17,8 @@ once per epoch instead of once per step.
 
 - **Plain SGD in fp32** (the tutorial's recipe): each layer's update is fused into
   the matrix product that computes its gradient, ``W.addmm_(g.T, h, alpha=-lr/n)``,
-  so no gradient is ever stored; a run of such steps goes through the same
-  operations in compiled code where it can be built (native.py, fused_sgd.cpp).
+  so no gradient is ever stored; a run of such steps is taken in compiled code
+  where it can be built (native.py, fused_sgd.cpp).
 - **Anything else the optimizer does** (momentum, Nesterov, weight decay, Adam,
   AdamW): the gradients are written into each parameter's ``.grad`` and the
   run's own optimizer takes its step, so its state (and checkpoints) is the same

@@ -1,9 +1,10 @@
 """The compiled loop of the fused plain-SGD step (fused_sgd.cpp), built for this machine on first use.
 
 The tutorial's recipe takes 1,719 tiny steps per epoch; from Python each costs
-some twenty interpreter round trips, about a quarter of the epoch. The same
-operations in a C++ loop (PyTorch's own, so the results are the same bit for
-bit) remove them. The extension is compiled once with PyTorch's JIT extension
+some twenty interpreter round trips, about a quarter of the epoch. The same steps
+in a C++ loop remove them; its threads share the first layer, which on AVX-512
+CPUs has its own kernels (the file's header says how; the results are the same
+mathematics, rounded in another order). The extension is compiled once with PyTorch's JIT extension
 builder (a C++ compiler and ninja are needed, about a minute on two cores) into
 PyTorch's extension cache (``TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``), then loaded from there in well under a second.
