@@ -55,7 +55,13 @@ def first_layer_kernels() -> bool:
     return bool(_loaded["module"].kernels_run_here())
 
 
+# OpenMP lets the loop's threads share the first layer; a compiler without it (Apple's clang) builds a loop that
+# runs on one thread.
+THREADING_FLAGS = (["-fopenmp"], [])
+
+
 def _build(say) -> ModuleType | str:
+    failure: Exception | None = None
     try:
         from torch.utils.cpp_extension import _get_build_directory, load
 
@@ -63,11 +69,16 @@ def _build(say) -> ModuleType | str:
         with _build_lock(Path(_get_build_directory(name, verbose=False))):
             if say is not None and not is_built():
                 say("Compiling the fused SGD loop for this machine (once; about a minute)")
-            return load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp"],
-                        extra_ldflags=["-fopenmp"], verbose=False)
+            for flags in THREADING_FLAGS:
+                try:
+                    return load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", *flags], extra_ldflags=flags,
+                                verbose=False)
+                except Exception as exc:  # noqa: PERF203 - each try is a compiler run
+                    failure = exc
     except Exception as exc:  # no compiler, no ninja, headers missing: the Python loop does the same steps
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"the compiled loop could not be built ({reason[:200]})"
+        failure = exc
+    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
+    return f"the compiled loop could not be built ({reason[:200]})"
 
 
 @contextlib.contextmanager
