@@ -220,7 +220,9 @@ void sgd_steps(const torch::Tensor& x, const torch::Tensor& target, const torch:
   }
   // The first layer is shared out in blocks of units (of whole panels for the kernels); with one layer there
   // is nothing to share: thread 0 does it all, with ATen's products.
-  const bool kernels = own_kernels && last > 0 && x.scalar_type() == torch::kFloat && kernels_run_here();
+  const bool kernels = own_kernels && last > 0 && x.scalar_type() == torch::kFloat &&
+                       weights[0].scalar_type() == torch::kFloat && biases[0].scalar_type() == torch::kFloat &&
+                       kernels_run_here();
   const int64_t vectors = (units + kLanes - 1) / kLanes;
   const int64_t blocks = kernels ? vectors : units;
   const int64_t threads = last > 0 ? std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks)) : 1;

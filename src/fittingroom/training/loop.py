@@ -271,9 +271,9 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         counted = 0  # the rows whose loss and accuracy loss_sum and correct hold
         # The steps go in runs between the batch callbacks' calls: the whole epoch when nobody watches them.
-        every = min((cb.batch_every for cb in self._batch_hooks), default=self.steps_per_epoch)
-        for first in range(0, self.steps_per_epoch, max(1, every)):
-            run = range(first, min(first + max(1, every), self.steps_per_epoch))
+        every = max(1, min((cb.batch_every for cb in self._batch_hooks), default=self.steps_per_epoch))
+        for first in range(0, self.steps_per_epoch, every):
+            run = range(first, min(first + every, self.steps_per_epoch))
             lrs = [cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch)
                    if scheduled else lr for step in run]
             if step_fn.optimizer is None:  # plain SGD: the run in one call (the compiled loop where it is built)
