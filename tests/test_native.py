@@ -138,3 +138,29 @@ def test_nan_weights_give_nan_logits_as_in_pytorch(own_kernels):
     x, target, logits = torch.rand(4, 36) + 0.1, torch.full((4, 5), 0.2), torch.zeros(4, 5)
     step.sgd_steps(x, target, logits, [0.1], 4, 0)
     assert logits.isnan().all()
+
+
+@pytest.mark.parametrize("own_kernels", [False, True], ids=["ATen products", "own kernels"])
+def test_steps_through_an_order_are_the_steps_on_the_rows_gathered_in_it(own_kernels, threads):
+    """The epoch's shuffle read through `order` (no gathered copy of the inputs) changes nothing."""
+    torch.manual_seed(0)
+    through, gathered = (create_model("mlp", input_shape=(6, 6), num_classes=5, hidden=(40, 8)) for _ in range(2))
+    gathered.load_state_dict(through.state_dict())
+    x, target = torch.rand(30, 36), torch.softmax(torch.randn(30, 5), 1)
+    order = torch.randperm(30)
+    logits_through, logits_gathered = torch.zeros(30, 5), torch.zeros(30, 5)
+    for model, xs, o, logits in ((through, x, order, logits_through), (gathered, x[order], None, logits_gathered)):
+        step = FusedMLPStep(model)
+        assert step.load_compiled() is None
+        step.own_kernels = own_kernels
+        step.sgd_steps(xs, target, logits, [0.2, 0.1, 0.05], 9, 2, o)
+    assert torch.equal(logits_through, logits_gathered)
+    assert all(torch.equal(p, q) for p, q in zip(through.parameters(), gathered.parameters()))
+
+
+def test_an_order_that_points_past_the_inputs_is_refused():
+    step = FusedMLPStep(create_model("mlp", input_shape=(6, 6), num_classes=5, hidden=(8,)))
+    assert step.load_compiled() is None
+    x, target, logits = torch.rand(10, 36), torch.rand(10, 5), torch.zeros(10, 5)
+    with pytest.raises(RuntimeError, match="out of x's rows"):
+        step.sgd_steps(x, target, logits, [0.1], 4, 0, torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 10]))

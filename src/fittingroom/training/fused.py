@@ -129,20 +129,22 @@ class FusedMLPStep:
 
     @torch.no_grad()
     def sgd_steps(self, x: torch.Tensor, target: torch.Tensor, logits: torch.Tensor, lrs: list[float], batch: int,
-                  first_row: int = 0) -> None:
+                  first_row: int = 0, order: torch.Tensor | None = None) -> None:
         """``len(lrs)`` plain-SGD steps of ``batch`` rows each from ``first_row`` on (the last may be shorter),
-        in the compiled loop if loaded, else one ``_plain_sgd`` after another: the same operations."""
+        in the compiled loop if loaded, else one ``_plain_sgd`` after another: the same operations. Row ``i``
+        of the epoch is ``x[order[i]]`` (default: ``x[i]``); ``target`` and ``logits`` are in the epoch's order."""
         if self.optimizer is not None:
             raise ValueError("sgd_steps is for plain SGD in fp32; this step has an optimizer")
-        if lrs and first_row + (len(lrs) - 1) * batch >= len(x):
-            raise ValueError(f"{len(lrs)} steps of {batch} rows from row {first_row} go past the last row ({len(x)})")
+        order = torch.arange(len(x), device=x.device) if order is None else order
+        if lrs and first_row + (len(lrs) - 1) * batch >= len(order):
+            raise ValueError(f"{len(lrs)} steps of {batch} rows from row {first_row} go past the last row ({len(order)})")
         if self.compiled is not None:
-            self.compiled(x, target, logits, self.weights, self.biases, [float(lr) for lr in lrs], batch, first_row,
-                          self.own_kernels)
+            self.compiled(x, order, target, logits, self.weights, self.biases, [float(lr) for lr in lrs], batch,
+                          first_row, self.own_kernels)
             return
         for k, lr in enumerate(lrs):
             rows = slice(first_row + k * batch, first_row + (k + 1) * batch)
-            self._plain_sgd(x[rows], target[rows], lr, logits[rows])
+            self._plain_sgd(x[order[rows]], target[rows], lr, logits[rows])
 
     @torch.no_grad()
     def inputs(self, images: torch.Tensor, out: torch.Tensor | None = None, block: int = 4096) -> torch.Tensor:

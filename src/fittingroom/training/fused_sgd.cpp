@@ -14,9 +14,10 @@
 // ATen's products, which on one thread are the Python loop's operations bit for bit. Either way the sums are
 // the same mathematics, rounded in another order (tests/test_native.py compares them).
 //
-// x: (n, features) inputs; target: (n, classes) targets; logits: (n, classes), written; weights[i]:
+// x: (n, features) inputs; order: (n,) the row of x for each row of the epoch (the epoch's shuffle);
+// target: (n, classes) targets and logits: (n, classes), written, in the epoch's order; weights[i]:
 // (out_i, in_i) and biases[i]: (out_i), updated in place; lrs: one learning rate per step; each step
-// takes `batch` rows from `first_row` on (the last may be shorter).
+// takes `batch` rows of the epoch from `first_row` on (the last may be shorter).
 #include <torch/extension.h>
 
 #ifdef _OPENMP
@@ -163,10 +164,12 @@ bool kernels_run_here() { return __builtin_cpu_supports("avx512f") && __builtin_
 bool kernels_run_here() { return false; }
 #endif
 
-// x (rows, K) -> xt (K, rows): the kernels read a feature's values for 8 rows at once.
-void transpose_into(const float* x, int64_t ldx, int64_t rows, int64_t K, float* xt) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t k = 0; k < K; ++k) xt[k * rows + r] = x[r * ldx + k];
+// Rows order[0 .. rows) of x (n, K) -> xt (K, rows): the kernels read a feature's values for 8 rows at once.
+void transpose_into(const float* x, const int64_t* order, int64_t rows, int64_t K, float* xt) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + order[r] * K;
+    for (int64_t k = 0; k < K; ++k) xt[k * rows + r] = row[k];
+  }
 }
 
 // Runs `work` unless an earlier piece of work on any thread failed; keeps the first failure. Every thread
@@ -197,11 +200,11 @@ class Guard {
 
 }  // namespace
 
-void sgd_steps(const torch::Tensor& x, const torch::Tensor& target, const torch::Tensor& logits,
+void sgd_steps(const torch::Tensor& x, const torch::Tensor& order, const torch::Tensor& target, const torch::Tensor& logits,
                std::vector<torch::Tensor> weights, std::vector<torch::Tensor> biases,
                const std::vector<double>& lrs, int64_t batch, int64_t first_row, bool own_kernels) {
   torch::NoGradGuard no_grad;
-  const int64_t n = x.size(0);
+  const int64_t n = order.size(0);
   const int64_t layers = static_cast<int64_t>(weights.size());
   TORCH_CHECK(layers > 0 && static_cast<int64_t>(biases.size()) == layers, "one bias per weight");
   TORCH_CHECK(batch > 0 && first_row >= 0, "batch must be positive and first_row not negative");
@@ -209,6 +212,11 @@ void sgd_steps(const torch::Tensor& x, const torch::Tensor& target, const torch:
               "the steps go past the last row");
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && weights[0].is_contiguous() && biases[0].is_contiguous(),
               "x (n, features) and the first layer must be contiguous");
+  TORCH_CHECK(order.dim() == 1 && order.scalar_type() == torch::kLong && order.is_contiguous() && target.size(0) == n &&
+              logits.size(0) == n, "order must be (n,) int64, target and logits (n, classes)");
+  if (n > 0) {
+    TORCH_CHECK(order.min().item<int64_t>() >= 0 && order.max().item<int64_t>() < x.size(0), "order is out of x's rows");
+  }
   const int64_t last = layers - 1;
   const int64_t features = x.size(1), units = weights[0].size(0);
   // outputs[i]: layer i's ReLU output; grads[i]: the gradient at layer i's output; bias_grads[i]: its sum.
@@ -253,15 +261,20 @@ void sgd_steps(const torch::Tensor& x, const torch::Tensor& target, const torch:
     // while thread 0 runs the other layers (by thread 0 itself when it is alone); two buffers, used in turn.
     const bool transposer = kernels && t == nt - 1 && nt > 1;
     std::vector<torch::Tensor> inputs(layers);
+    const torch::Tensor rows_of_x = kernels ? torch::Tensor() : torch::empty({batch, features}, x.options());
+    const int64_t* ordered = order.data_ptr<int64_t>();
     int64_t start = first_row, step = 0;
     for (const double lr : lrs) {
       const int64_t stop = std::min(start + batch, n);
       const int64_t rows = stop - start;
       const double alpha = -lr / static_cast<double>(rows);
-      inputs[0] = x.slice(0, start, stop);
+      if (!kernels) {  // this step's rows of x, for ATen's products
+        inputs[0] = rows_of_x.narrow(0, 0, rows);
+        at::index_select_out(inputs[0], x, 0, order.slice(0, start, stop));
+      }
       float* xt = kernels ? transposed[step % 2].data_ptr<float>() : nullptr;
       if (kernels && (nt == 1 || step == 0)) {
-        if (t == 0) transpose_into(inputs[0].data_ptr<float>(), features, rows, features, xt);
+        if (t == 0) transpose_into(x.data_ptr<float>(), ordered + start, rows, features, xt);
         if (nt > 1) {
 #pragma omp barrier
         }
@@ -285,7 +298,7 @@ void sgd_steps(const torch::Tensor& x, const torch::Tensor& target, const torch:
       }
       if (transposer && step + 1 < static_cast<int64_t>(lrs.size())) {  // the next step's rows, meanwhile
         const int64_t next_rows = std::min(stop + batch, n) - stop;
-        transpose_into(x.data_ptr<float>() + stop * features, features, next_rows, features,
+        transpose_into(x.data_ptr<float>(), ordered + stop, next_rows, features,
                        transposed[(step + 1) % 2].data_ptr<float>());
       }
       if (t == 0) {

@@ -249,20 +249,30 @@ class Trainer:
         perm = perm.to(self.device)
         labels = torch.index_select(self.y_train, 0, perm)
         features = math.prod(self.x_train.shape[1:])
-        if self._fused_buffers is None or len(self._fused_buffers[0]) != n:
-            # the epoch's inputs, read a few rows per step: on huge pages (core/memory.py)
-            self._fused_buffers = (empty_on_huge_pages(n, features, device=self.device, dtype=step_fn.dtype),
-                                   torch.empty(n, classes, device=self.device), torch.empty(n, classes, device=self.device))
+        if self._fused_buffers is None or len(self._fused_buffers[1]) != n:
+            self._fused_buffers = (None, torch.empty(n, classes, device=self.device),
+                                   torch.empty(n, classes, device=self.device))
         x_all, target, logits = self._fused_buffers
-        # The images as the first layer takes them (scaled, normalised, flattened, cast), as the model would
-        # make them per batch: made once for the whole training set if that fits FUSED_INPUTS_BYTES (then each
-        # epoch is one gather), else from the epoch's gathered images.
-        if self._fused_inputs is None and len(self.x_train) * features * x_all.element_size() <= FUSED_INPUTS_BYTES:
-            self._fused_inputs = step_fn.inputs(self.x_train)
-        if self._fused_inputs is not None:
-            torch.index_select(self._fused_inputs, 0, perm, out=x_all)
+        # The images as the first layer takes them (scaled, normalised, flattened, cast), as the model would make
+        # them per batch: made once for the whole training set if that fits FUSED_INPUTS_BYTES, on huge pages
+        # (core/memory.py: the steps read a few rows at a time, anywhere). Plain SGD then reads each step's rows
+        # through the epoch's shuffle; an optimizer's step takes them gathered once per epoch. Too large a set is
+        # converted from the epoch's gathered images.
+        size = step_fn.dtype.itemsize
+        if self._fused_inputs is None and len(self.x_train) * features * size <= FUSED_INPUTS_BYTES:
+            self._fused_inputs = step_fn.inputs(self.x_train, out=empty_on_huge_pages(
+                len(self.x_train), features, device=self.device, dtype=step_fn.dtype))
+        order = None
+        if self._fused_inputs is not None and step_fn.optimizer is None:
+            x_all, order = self._fused_inputs, perm
         else:
-            step_fn.inputs(self._gather_epoch(perm)[0], out=x_all)
+            if x_all is None:
+                x_all = empty_on_huge_pages(n, features, device=self.device, dtype=step_fn.dtype)
+                self._fused_buffers = (x_all, target, logits)
+            if self._fused_inputs is not None:
+                torch.index_select(self._fused_inputs, 0, perm, out=x_all)
+            else:
+                step_fn.inputs(self._gather_epoch(perm)[0], out=x_all)
         step_fn.targets(labels, classes, out=target)
         lr = cfg.lr
         if not scheduled:
@@ -277,7 +287,7 @@ class Trainer:
             lrs = [cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch)
                    if scheduled else lr for step in run]
             if step_fn.optimizer is None:  # plain SGD: the run in one call (the compiled loop where it is built)
-                step_fn.sgd_steps(x_all, target, logits, lrs, self.local_batch, first * self.local_batch)
+                step_fn.sgd_steps(x_all, target, logits, lrs, self.local_batch, first * self.local_batch, order)
             else:
                 for step, lr in zip(run, lrs):
                     if scheduled:
