@@ -149,6 +149,15 @@ def test_train_config_file_of_odd_values_is_refused_or_trains(config, tiny_idx, 
         assert not out.exists()
 
 
+def test_a_config_naming_an_argument_with_line_breaks_is_refused_on_one_line(tiny_idx, tmp_path):
+    """The message quotes the user's key: its line breaks (\\x1e and \\u2028 split lines too) are escaped."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model": "mlp", "model_args": {"a\x1eb": 1, "c\u2028d\ne": 2}}))
+    code, _, err = run(["train", "--config", path, "--data", tiny_idx, "--epochs", "1", "--out", tmp_path / "run"])
+    line = assert_refused(code, err)
+    assert "a\\x1eb" in line and "c\\u2028d\\ne" in line and not (tmp_path / "run").exists()
+
+
 # ---------------------------------------------------------------- train: bad data
 
 def _image_folder(root: Path, files: dict[str, bytes]) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..core.console import one_line
 from ..core.errors import FittingroomError
 from ..core.version import __version__
 from . import data, evaluate, export, models, predict, presets, runs, serve, train, tune
@@ -25,7 +26,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with usage errors on one line: ``error: <what>; see `fittingroom train --help```."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+        self.exit(2, f"error: {one_line(message)}; see `{self.prog} --help`\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except FittingroomError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 130 if type(exc).__name__ == "TrainingInterrupted" else 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -57,6 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno is None or exc.filename is None:
             raise
-        print(f"error: {exc.filename}: {exc.strerror}; check the path, its folder's permissions and the free "
+        print(f"error: {one_line(str(exc.filename))}: {exc.strerror}; check the path, its folder's permissions and the free "
               "disk space", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..core.console import one_line
 from ..core.errors import ConfigError
 
 
@@ -39,7 +40,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     records += file_records
     for r in file_records:
         if "error" in r:
-            print(f"error: {r['error']}", file=sys.stderr)
+            print(f"error: {one_line(r['error'])}", file=sys.stderr)
 
     as_csv = args.csv or (not args.json and any(Path(p).is_dir() for p in args.inputs))  # a folder gives a CSV
     if args.json:
