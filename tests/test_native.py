@@ -27,9 +27,6 @@ def assert_same(a: torch.Tensor, b: torch.Tensor, bit_for_bit: bool) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def kernels_here() -> bool:
-    return native.first_layer_kernels()
-
 
 def test_the_compiled_loop_is_built_here(compiled_sgd_loop):
     assert callable(compiled_sgd_loop), compiled_sgd_loop  # a reason string means it could not be built
@@ -61,7 +58,7 @@ def test_compiled_steps_equal_the_python_steps(hidden, batch, first_row, steps, 
     assert logits_compiled[first_row:].abs().sum() > 0 and not logits_compiled[:first_row].any()
     for p, q in zip(python_model.parameters(), compiled_model.parameters()):
         assert_same(p, q, bit_for_bit)
-    if own_kernels and kernels_here() and len(hidden) > 1:  # they ran: their sums round in another order
+    if own_kernels and native.first_layer_kernels() and len(hidden) > 1:  # they ran: their sums round in another order
         assert not torch.equal(python_model[1].weight, compiled_model[1].weight)
     assert not torch.equal(python_model[1].weight, create_model("mlp", input_shape=(6, 6), num_classes=5,
                                                                 hidden=hidden)[1].weight)  # it did learn

@@ -135,8 +135,9 @@ class Trainer:
         # Plain SGD in fp32 (the tutorial's recipe) runs its steps in compiled code where that can be built.
         self.uncompiled_reason = (self._fused_step.load_compiled(self.say) if self._fused_step is not None
                                   else self.unfused_reason)
-        self._fused_buffers: tuple[torch.Tensor, ...] | None = None
-        self._fused_inputs: torch.Tensor | None = None
+        self._fused_targets: tuple[torch.Tensor, torch.Tensor] | None = None  # the epoch's (targets, logits)
+        self._fused_inputs: torch.Tensor | None = None  # the training set as the first layer takes it
+        self._fused_epoch_inputs: torch.Tensor | None = None  # ... gathered in the epoch's order, where needed
 
     def set_callbacks(self, callbacks: Sequence[Callback]) -> None:
         """The callbacks of the next ``fit`` (a Learner's ``fit`` passes each call's own)."""
@@ -249,10 +250,9 @@ class Trainer:
         perm = perm.to(self.device)
         labels = torch.index_select(self.y_train, 0, perm)
         features = math.prod(self.x_train.shape[1:])
-        if self._fused_buffers is None or len(self._fused_buffers[1]) != n:
-            self._fused_buffers = (None, torch.empty(n, classes, device=self.device),
-                                   torch.empty(n, classes, device=self.device))
-        x_all, target, logits = self._fused_buffers
+        if self._fused_targets is None or len(self._fused_targets[0]) != n:
+            self._fused_targets = (torch.empty(n, classes, device=self.device), torch.empty(n, classes, device=self.device))
+        target, logits = self._fused_targets
         # The images as the first layer takes them (scaled, normalised, flattened, cast), as the model would make
         # them per batch: made once for the whole training set if that fits FUSED_INPUTS_BYTES, on huge pages
         # (core/memory.py: the steps read a few rows at a time, anywhere). Plain SGD then reads each step's rows
@@ -266,9 +266,9 @@ class Trainer:
         if self._fused_inputs is not None and step_fn.optimizer is None:
             x_all, order = self._fused_inputs, perm
         else:
-            if x_all is None:
-                x_all = empty_on_huge_pages(n, features, device=self.device, dtype=step_fn.dtype)
-                self._fused_buffers = (x_all, target, logits)
+            if self._fused_epoch_inputs is None or len(self._fused_epoch_inputs) != n:
+                self._fused_epoch_inputs = empty_on_huge_pages(n, features, device=self.device, dtype=step_fn.dtype)
+            x_all = self._fused_epoch_inputs
             if self._fused_inputs is not None:
                 torch.index_select(self._fused_inputs, 0, perm, out=x_all)
             else:
@@ -296,21 +296,21 @@ class Trainer:
                     step_fn(x_all[s], target[s], lr, logits[s])
             lr = lrs[-1]
             if self._batch_hooks:
-                counted = self._batch_ends(run, counted, labels, loss_sum, correct)
+                counted = self._batch_ends(run, counted, logits, labels, loss_sum, correct)
         block_loss, block_correct = epoch_loss_and_correct(logits[counted:], labels[counted:], cfg.label_smoothing)
         set_lr(opt, lr)
         return {"loss": ((loss_sum + block_loss) / n).item(), "accuracy": ((correct + block_correct) / n).item(),
                 "lr": lr}
 
-    def _batch_ends(self, run: range, counted: int, labels: torch.Tensor, loss_sum: torch.Tensor,
-                    correct: torch.Tensor) -> int:
+    def _batch_ends(self, run: range, counted: int, logits: torch.Tensor, labels: torch.Tensor,
+                    loss_sum: torch.Tensor, correct: torch.Tensor) -> int:
         """The batch callbacks after a run of fused steps, with the running loss and accuracy when the run holds a
         multiple of 50 (accumulated into ``loss_sum`` and ``correct`` in place); returns the rows now counted."""
         running = {}
         if -(-run.start // 50) * 50 < run.stop:
             stop = min(run.stop * self.local_batch, len(labels))
-            block_loss, block_correct = epoch_loss_and_correct(self._fused_buffers[2][counted:stop],
-                                                               labels[counted:stop], self.config.label_smoothing)
+            block_loss, block_correct = epoch_loss_and_correct(logits[counted:stop], labels[counted:stop],
+                                                               self.config.label_smoothing)
             loss_sum += block_loss
             correct += block_correct
             counted = stop
