@@ -1,12 +1,15 @@
-"""Large buffers on huge pages: the same tensor either way, huge pages asked for where Linux offers them."""
+"""Large buffers on huge pages: the same tensor either way, huge pages asked for where Linux offers them. Freed
+blocks kept for reuse during training (glibc)."""
 
+import ctypes
+import platform
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from fittingroom.core.memory import HUGE_PAGE_BYTES, advise_huge_pages, empty_on_huge_pages
+from fittingroom.core.memory import HUGE_PAGE_BYTES, advise_huge_pages, empty_on_huge_pages, freed_memory_kept
 
 
 @pytest.mark.parametrize("size, dtype", [((3, 5), torch.float32), ((1024, 2048), torch.float32),
@@ -29,3 +32,49 @@ def test_linux_backs_a_large_buffer_with_huge_pages_where_it_offers_them():
         pytest.skip("transparent huge pages are off on this machine")
     t = empty_on_huge_pages(16 * HUGE_PAGE_BYTES // 4)  # 32 MiB of float32
     assert advise_huge_pages(t.data_ptr(), t.nbytes)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mapped_bytes() -> int:
+    """Bytes malloc holds in blocks of their own (mmap), which go back to the system when freed."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _MallInfo2
+    return libc.mallinfo2().hblkhd
+
+
+glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                           reason="malloc's thresholds are glibc's")
+
+
+@glibc
+def test_a_freed_block_is_kept_for_reuse_only_inside():
+    size = 8 << 20  # a step's activation: above malloc's default mmap threshold
+    with freed_memory_kept():
+        pass  # leaves the default thresholds set (rather than raised by glibc after an earlier large block)
+    before = _mapped_bytes()
+    outside = torch.empty(size, dtype=torch.uint8)
+    assert _mapped_bytes() - before >= size  # a block of its own, returned to the system when freed
+    del outside
+    with freed_memory_kept() as kept:
+        assert kept
+        inside = torch.empty(size, dtype=torch.uint8)
+        assert _mapped_bytes() - before < size  # from the heap, kept there when freed
+        del inside
+    after = torch.empty(size, dtype=torch.uint8)
+    assert _mapped_bytes() - before >= size  # the default again
+
+
+@glibc
+def test_an_inner_block_leaves_the_outer_one_keeping():
+    size = 8 << 20
+    before = _mapped_bytes()
+    with freed_memory_kept():
+        with freed_memory_kept():
+            pass
+        block = torch.empty(size, dtype=torch.uint8)
+        assert _mapped_bytes() - before < size
+        del block

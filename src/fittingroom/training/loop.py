@@ -11,6 +11,7 @@ loop with a hand-written backward pass instead of autograd (fused.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -25,7 +26,7 @@ from torch import nn
 from ..config.train_config import TrainConfig
 from ..core.device import autocast, resolve_precision
 from ..core.errors import ConfigError, FittingroomError, RunError
-from ..core.memory import empty_on_huge_pages
+from ..core.memory import empty_on_huge_pages, freed_memory_kept
 from ..data import SplitData
 from ..data.augment import augment_batch
 from ..inference.forward import loss_and_accuracy, predict_logits, to_float
@@ -153,7 +154,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, list[float]]:
-        """Train from ``self.epoch`` to ``config.epochs`` (or until a callback stops it); returns the history."""
+        """Train from ``self.epoch`` to ``config.epochs`` (or until a callback stops it); returns the history.
+
+        On a CPU, the steps' freed activations are kept for the next step's (``core.memory.freed_memory_kept``)."""
+        with freed_memory_kept() if self.device.type == "cpu" else contextlib.nullcontext():
+            return self._fit()
+
+    def _fit(self) -> dict[str, list[float]]:
         for cb in self.callbacks:
             cb.on_train_begin()
         logs: dict[str, float] = {}
