@@ -11,7 +11,7 @@ import pytest
 
 from helpers import write_idx_dataset
 
-# The compiled SGD loop (training/native.py) lives in PyTorch's extension cache, found from XDG_CACHE_HOME, which
+# The compiled extensions (core/extensions.py) live in PyTorch's extension cache, found from XDG_CACHE_HOME, which
 # every test empties (isolated_env): pin the cache where it is now, so that it is built once (make setup builds it).
 if "TORCH_EXTENSIONS_DIR" not in os.environ:
     from torch.utils.cpp_extension import _get_build_directory
@@ -27,6 +27,14 @@ def compiled_sgd_loop():
     from fittingroom.training.native import compiled_sgd_steps
 
     return compiled_sgd_steps()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_fused_layers():
+    """Build the CNN's fused layers before any test runs, as make setup does."""
+    from fittingroom.models.fused_layers import FUSED_LAYERS
+
+    return FUSED_LAYERS.load()
 
 
 @pytest.fixture(autouse=True)

@@ -79,7 +79,7 @@ def test_a_run_in_compiled_code_equals_one_in_python(tiny_data, monkeypatch, thr
 
 
 def test_where_it_cannot_be_built_the_python_loop_takes_the_steps(tiny_data, monkeypatch):
-    monkeypatch.setattr(native, "_loaded", {"module": "the compiled loop could not be built (no compiler)"})
+    monkeypatch.setattr(native.SGD_LOOP, "loaded", "the compiled loop could not be built (no compiler)")
     trainer = make_trainer(tiny_data, epochs=1, lr=0.05)
     assert trainer.uncompiled_reason == "the compiled loop could not be built (no compiler)"
     trainer.fit()

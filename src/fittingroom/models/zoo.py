@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .fused_layers import ConvNet
 from .registry import register_model
 
 
@@ -272,7 +273,7 @@ def cnn(
     if dropout:
         layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(c_in, num_classes))
-    model = nn.Sequential(*layers)
+    model = ConvNet(*layers)  # an nn.Sequential whose pooling, batch norm and ReLU train fused on a CPU
     keras_init(model)
     model.in_channels = in_channels  # for the summary: what the input looks like
     return model.to(memory_format=torch.channels_last)

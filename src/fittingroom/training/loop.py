@@ -30,6 +30,7 @@ from ..core.memory import empty_on_huge_pages, freed_memory_kept
 from ..data import SplitData
 from ..data.augment import augment_batch
 from ..inference.forward import loss_and_accuracy, predict_logits, to_float
+from ..models.fused_layers import FUSED_LAYERS, ConvNet
 from . import distributed
 from .callbacks import Callback
 from .checkpoint import META_KEY, load_checkpoint, optimizer_from_parts, optimizer_to_parts, save_checkpoint
@@ -136,6 +137,10 @@ class Trainer:
         # Plain SGD in fp32 (the tutorial's recipe) runs its steps in compiled code where that can be built.
         self.uncompiled_reason = (self._fused_step.load_compiled(self.say) if self._fused_step is not None
                                   else self.unfused_reason)
+        # A CNN training in bf16 on a CPU takes its pooling, batch norm and ReLU fused (models/fused_layers.py).
+        self.fused_layers = (any(isinstance(m, ConvNet) and m.runs() for m in self.raw_model.modules())
+                             and device.type == "cpu" and self.precision == "bf16"
+                             and not isinstance(FUSED_LAYERS.load(self.say), str))
         self._fused_targets: tuple[torch.Tensor, torch.Tensor] | None = None  # the epoch's (targets, logits)
         self._fused_inputs: torch.Tensor | None = None  # the training set as the first layer takes it
         self._fused_epoch_inputs: torch.Tensor | None = None  # ... gathered in the epoch's order, where needed

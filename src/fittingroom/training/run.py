@@ -287,6 +287,7 @@ def train_run(
         say(f"Training {config.model} on {data.name} ({len(data.x_train):,} training, {len(data.x_val):,} validation images) "
             f"on {describe(device)}, {trainer.precision}" + (f", {dist.world_size} processes" if dist else "")
             + (", fused MLP step" if trainer.unfused_reason is None else "")
+            + (", fused pooling, batch norm and ReLU (compiled)" if trainer.fused_layers else "")
             + (f" (compiled{', AVX-512 kernels' if native.first_layer_kernels() else ''})"
                if trainer.uncompiled_reason is None else ""))
         try:

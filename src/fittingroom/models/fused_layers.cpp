@@ -1,0 +1,302 @@
+// Batch norm followed by ReLU, in training, optionally after 2x2 max pooling, on channels-last bfloat16 CPU maps:
+// the sequence nn.MaxPool2d(2) -> nn.BatchNorm2d -> nn.ReLU of a convolutional network's training step (or the
+// last two alone) in two passes over the map each way, with no intermediate map but the pooled one.
+//
+// Forward: pass 1 pools (keeping which of the four pixels each value came from, 0-3, PyTorch's choice: the first
+// of equals in scan order, NaN wins) and sums each channel's moments in fixed blocks of rows, combined in order
+// (the same result on any number of threads); pass 2 writes y = max(0, p * scale + shift). Backward: pass 1 sums
+// g' = g where y > 0 and g' * (p - mean) per channel; pass 2 writes the input's gradient, scattered through the
+// pooling's choices. Arithmetic in float32, as PyTorch computes a bfloat16 batch norm; the blocks' sums are
+// combined in float64. fused_layers.py says when it runs; tests/test_fused_layers.py compares it with PyTorch.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// The row loops are compiled for several vector widths and the widest the CPU has is chosen when loaded.
+#define ROWS_LOOP __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define ROWS_LOOP
+#endif
+
+namespace {
+
+using bf16 = uint16_t;  // bfloat16's bits
+
+inline float to_float(bf16 b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline bf16 to_bf16(float v) {  // round to nearest even, as c10::BFloat16
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return v != v ? static_cast<bf16>(0x7FC0) : static_cast<bf16>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+constexpr int64_t kBlocks = 64;  // reductions: fixed blocks of rows, combined in order
+
+// Pooled rows [r0, r1): p and which from x (N, H, W, C).
+ROWS_LOOP void pool_rows(const bf16* x, bf16* p, uint8_t* which, int64_t r0, int64_t r1, int64_t H, int64_t W,
+                         int64_t C) {
+  const int64_t Ho = H / 2, Wo = W / 2;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / (Ho * Wo), i = (r / Wo) % Ho, j = r % Wo;
+    const bf16* __restrict a = x + ((n * H + 2 * i) * W + 2 * j) * C;
+    const bf16* __restrict b = a + C;
+    const bf16* __restrict c2 = a + W * C;
+    const bf16* __restrict d = c2 + C;
+    bf16* __restrict o = p + r * C;
+    uint8_t* __restrict w = which + r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      bf16 best = a[c];
+      float bv = to_float(a[c]);
+      uint8_t k = 0;
+      float v = to_float(b[c]);
+      bool take = v > bv || v != v;
+      best = take ? b[c] : best;
+      bv = take ? v : bv;
+      k = take ? 1 : k;
+      v = to_float(c2[c]);
+      take = v > bv || v != v;
+      best = take ? c2[c] : best;
+      bv = take ? v : bv;
+      k = take ? 2 : k;
+      v = to_float(d[c]);
+      take = v > bv || v != v;
+      best = take ? d[c] : best;
+      k = take ? 3 : k;
+      o[c] = best;
+      w[c] = k;
+    }
+  }
+}
+
+// Rows [r0, r1) of p: per channel, the sums of (p - first) and (p - first)^2, shifted by the block's first row.
+ROWS_LOOP void moment_rows(const bf16* p, int64_t r0, int64_t r1, int64_t C, float* first, float* s1, float* s2) {
+  for (int64_t c = 0; c < C; ++c) {
+    first[c] = to_float(p[r0 * C + c]);
+    s1[c] = s2[c] = 0.f;
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const bf16* __restrict in = p + r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float d = to_float(in[c]) - first[c];
+      s1[c] += d;
+      s2[c] += d * d;
+    }
+  }
+}
+
+ROWS_LOOP void normalize_rows(const bf16* p, bf16* y, int64_t r0, int64_t r1, int64_t C, const float* scale,
+                              const float* shift) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const bf16* __restrict in = p + r * C;
+    bf16* __restrict out = y + r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float z = to_float(in[c]) * scale[c] + shift[c];
+      out[c] = to_bf16(z > 0.f || z != z ? z : 0.f);  // relu keeps NaN
+    }
+  }
+}
+
+// Rows [r0, r1): per channel, the sums of g' and g' * (p - mean), g' = g but where y <= 0 (relu's gradient).
+ROWS_LOOP void grad_sum_rows(const bf16* p, const bf16* g, int64_t r0, int64_t r1, int64_t C, const float* scale,
+                             const float* shift, const float* mean, float* s1, float* s2) {
+  for (int64_t c = 0; c < C; ++c) s1[c] = s2[c] = 0.f;
+  for (int64_t r = r0; r < r1; ++r) {
+    const bf16* __restrict in = p + r * C;
+    const bf16* __restrict gr = g + r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float v = to_float(in[c]);
+      const float gp = v * scale[c] + shift[c] <= 0.f ? 0.f : to_float(gr[c]);
+      s1[c] += gp;
+      s2[c] += gp * (v - mean[c]);
+    }
+  }
+}
+
+// Rows [r0, r1): the gradient of the normalised map p, into dp (rows of C).
+ROWS_LOOP void grad_rows(const bf16* p, const bf16* g, bf16* dp, int64_t r0, int64_t r1, int64_t C,
+                         const float* scale, const float* shift, const float* mean, const float* k1, const float* k2) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const bf16* __restrict in = p + r * C;
+    const bf16* __restrict gr = g + r * C;
+    bf16* __restrict out = dp + (r - r0) * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float v = to_float(in[c]);
+      const float gp = v * scale[c] + shift[c] <= 0.f ? 0.f : to_float(gr[c]);
+      out[c] = to_bf16(scale[c] * (gp - k1[c] - (v - mean[c]) * k2[c]));
+    }
+  }
+}
+
+// Pooled rows [r0, r1): their gradient dp (rows of C from r0) scattered through the pooling's choices into dx.
+ROWS_LOOP void unpool_rows(const bf16* dp, const uint8_t* which, bf16* dx, int64_t r0, int64_t r1, int64_t H,
+                           int64_t W, int64_t C) {
+  const int64_t Ho = H / 2, Wo = W / 2;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / (Ho * Wo), i = (r / Wo) % Ho, j = r % Wo;
+    bf16* __restrict a = dx + ((n * H + 2 * i) * W + 2 * j) * C;
+    bf16* __restrict b = a + C;
+    bf16* __restrict c2 = a + W * C;
+    bf16* __restrict d = c2 + C;
+    const bf16* __restrict v = dp + (r - r0) * C;
+    const uint8_t* __restrict k = which + r * C;
+    for (int64_t c = 0; c < C; ++c) {  // masks rather than branches: the choices are as good as random
+      const bf16 gv = v[c];
+      const bf16 kc = k[c];
+      a[c] = gv & static_cast<bf16>(-static_cast<bf16>(kc == 0));
+      b[c] = gv & static_cast<bf16>(-static_cast<bf16>(kc == 1));
+      c2[c] = gv & static_cast<bf16>(-static_cast<bf16>(kc == 2));
+      d[c] = gv & static_cast<bf16>(-static_cast<bf16>(kc == 3));
+    }
+  }
+}
+
+void check_map(const torch::Tensor& x, const char* name) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                  x.scalar_type() == at::kBFloat16,
+              "bn_relu: ", name, " must be a channels-last (N, C, H, W) bfloat16 CPU map");
+}
+
+const bf16* bits(const torch::Tensor& t) { return static_cast<const bf16*>(t.data_ptr()); }
+bf16* bits_out(torch::Tensor& t) { return static_cast<bf16*>(t.data_ptr()); }
+
+// Returns y = relu(batch_norm(pool(x))), the map normalised (pool(x), or x itself), which pixel each pooled value
+// came from (pool only), and the batch's mean, biased variance and 1 / sqrt(var + eps) as rows of (3, C) float32.
+std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch::Tensor bias, double eps, bool pool) {
+  check_map(x, "the input");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Ho = pool ? H / 2 : H, Wo = pool ? W / 2 : W, M = N * Ho * Wo;
+  TORCH_CHECK(M > 0, "bn_relu: an empty map");
+  TORCH_CHECK(weight.numel() == C && bias.numel() == C, "bn_relu: one weight and bias per channel");
+  const auto opts = x.options().memory_format(at::MemoryFormat::ChannelsLast);
+  torch::Tensor p = pool ? torch::empty({N, C, Ho, Wo}, opts) : x;
+  torch::Tensor which = torch::empty({pool ? M * C : 0}, x.options().dtype(torch::kUInt8));
+  torch::Tensor y = torch::empty({N, C, Ho, Wo}, opts);
+  const auto w32 = weight.detach().to(torch::kFloat).contiguous(), b32 = bias.detach().to(torch::kFloat).contiguous();
+  torch::Tensor stats = torch::empty({3, C}, x.options().dtype(torch::kFloat));
+
+  std::vector<float> first(kBlocks * C), s1(kBlocks * C), s2(kBlocks * C);
+  std::vector<int64_t> count(kBlocks);
+  at::parallel_for(0, kBlocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r0 = M * b / kBlocks, r1 = M * (b + 1) / kBlocks;
+      count[b] = r1 - r0;
+      if (r1 <= r0) continue;
+      if (pool) pool_rows(bits(x), bits_out(p), which.data_ptr<uint8_t>(), r0, r1, H, W, C);
+      moment_rows(bits(p), r0, r1, C, &first[b * C], &s1[b * C], &s2[b * C]);
+    }
+  });
+  // Chan et al.'s combination of the blocks' means and squared deviations, in order, in double.
+  std::vector<double> mean(C, 0.0), m2(C, 0.0);
+  double n = 0;
+  for (int64_t b = 0; b < kBlocks; ++b) {
+    if (count[b] == 0) continue;
+    const double nb = static_cast<double>(count[b]), total = n + nb;
+    for (int64_t c = 0; c < C; ++c) {
+      const double shift = s1[b * C + c] / nb;
+      const double block_mean = first[b * C + c] + shift;
+      const double block_m2 = std::max(0.0, s2[b * C + c] - nb * shift * shift);
+      const double delta = block_mean - mean[c];
+      mean[c] += delta * nb / total;
+      m2[c] += block_m2 + delta * delta * n * nb / total;
+    }
+    n = total;
+  }
+  float* st = stats.data_ptr<float>();
+  std::vector<float> scale(C), shift(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const double var = m2[c] / n, invstd = 1.0 / std::sqrt(var + eps);
+    st[c] = static_cast<float>(mean[c]);
+    st[C + c] = static_cast<float>(var);
+    st[2 * C + c] = static_cast<float>(invstd);
+    scale[c] = static_cast<float>(w32.data_ptr<float>()[c] * invstd);
+    shift[c] = static_cast<float>(b32.data_ptr<float>()[c] - mean[c] * w32.data_ptr<float>()[c] * invstd);
+  }
+  at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
+    normalize_rows(bits(p), bits_out(y), r0, r1, C, scale.data(), shift.data());
+  });
+  return {y, p, which, stats};
+}
+
+// The gradients of x, weight and bias, from the gradient g of forward's y and what forward returned.
+std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor p, torch::Tensor which, torch::Tensor stats,
+                                    torch::Tensor weight, torch::Tensor bias, bool pool, int64_t H, int64_t W) {
+  check_map(p, "the saved map");
+  g = g.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t N = p.size(0), C = p.size(1), Ho = p.size(2), Wo = p.size(3), M = N * Ho * Wo;
+  TORCH_CHECK(g.sizes() == p.sizes(), "bn_relu: the gradient's shape is not the output's");
+  TORCH_CHECK(!pool || (H / 2 == Ho && W / 2 == Wo), "bn_relu: the input's size does not pool to the output's");
+  const auto w32 = weight.detach().to(torch::kFloat).contiguous(), b32 = bias.detach().to(torch::kFloat).contiguous();
+  const float* st = stats.data_ptr<float>();
+  std::vector<float> mean(st, st + C), scale(C), shift(C), k1(C), k2(C);
+  for (int64_t c = 0; c < C; ++c) {
+    scale[c] = w32.data_ptr<float>()[c] * st[2 * C + c];
+    shift[c] = b32.data_ptr<float>()[c] - mean[c] * scale[c];
+  }
+  const auto opts = p.options().memory_format(at::MemoryFormat::ChannelsLast);
+  torch::Tensor dx = pool ? torch::empty({N, C, H, W}, opts) : torch::empty({N, C, Ho, Wo}, opts);
+  torch::Tensor dweight = torch::empty({C}, p.options().dtype(torch::kFloat));
+  torch::Tensor dbias = torch::empty({C}, p.options().dtype(torch::kFloat));
+
+  std::vector<float> s1(kBlocks * C), s2(kBlocks * C);
+  at::parallel_for(0, kBlocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      grad_sum_rows(bits(p), bits(g), M * b / kBlocks, M * (b + 1) / kBlocks, C, scale.data(), shift.data(),
+                    mean.data(), &s1[b * C], &s2[b * C]);
+    }
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    double sg = 0, sgx = 0;
+    for (int64_t b = 0; b < kBlocks; ++b) {
+      sg += s1[b * C + c];
+      sgx += s2[b * C + c];
+    }
+    const double invstd = st[2 * C + c];
+    dbias.data_ptr<float>()[c] = static_cast<float>(sg);
+    dweight.data_ptr<float>()[c] = static_cast<float>(sgx * invstd);
+    k1[c] = static_cast<float>(sg / M);
+    k2[c] = static_cast<float>(sgx / M * invstd * invstd);
+  }
+  at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
+    if (!pool) {
+      grad_rows(bits(p), bits(g), bits_out(dx) + r0 * C, r0, r1, C, scale.data(), shift.data(), mean.data(),
+                k1.data(), k2.data());
+      return;
+    }
+    std::vector<bf16> dp(64 * C);  // 64 rows at a time, while they are in cache
+    for (int64_t q0 = r0; q0 < r1; q0 += 64) {
+      const int64_t q1 = std::min(r1, q0 + 64);
+      grad_rows(bits(p), bits(g), dp.data(), q0, q1, C, scale.data(), shift.data(), mean.data(), k1.data(),
+                k2.data());
+      unpool_rows(dp.data(), which.data_ptr<uint8_t>(), bits_out(dx), q0, q1, H, W, C);
+    }
+  });
+  if (pool && (H % 2 || W % 2)) {  // the last row or column, left out of the pooling, gets no gradient
+    bf16* base = bits_out(dx);
+    at::parallel_for(0, N * H, 16, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        bf16* row = base + q * W * C;
+        if (H % 2 && q % H == H - 1) std::memset(row, 0, W * C * sizeof(bf16));
+        else if (W % 2) std::memset(row + (W - 1) * C, 0, C * sizeof(bf16));
+      }
+    });
+  }
+  return {dx, dweight, dbias};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "relu(batch_norm(max_pool_2x2(x))) in training, and what the backward pass needs");
+  m.def("backward", &backward, "the gradients of forward's input, weight and bias");
+}

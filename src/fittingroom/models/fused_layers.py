@@ -1,0 +1,120 @@
+"""Batch norm and ReLU, after 2x2 max pooling or not, as one operation when a CNN trains in bf16 on a CPU.
+
+In a training step of the ``cnn`` model the memory-bound layers between the convolutions (max pooling, batch norm,
+ReLU: each a pass or two over a map of megabytes, forward and backward) took about as long as the convolutions'
+forward passes. ``fused_layers.cpp`` does each run of ``MaxPool2d(2) -> BatchNorm2d -> ReLU`` (or of the last two)
+in two passes each way, on PyTorch's threads. :class:`ConvNet`, the ``nn.Sequential`` the ``cnn`` model is, takes
+it for those runs when all of these hold, and PyTorch's modules otherwise (evaluation, export, fp32, a GPU):
+
+- the module is training and gradients are on; the map is bfloat16 (autocast), channels-last, on the CPU;
+- the compiled layers are loaded (``FUSED_LAYERS.load()``: training does it, building them on first use; where
+  they cannot be built, or with ``FITTINGROOM_NO_COMPILE=1``, PyTorch's modules run).
+
+Same mathematics and the same state as the modules: the batch's mean and biased variance normalise, the running
+mean and unbiased variance are updated with the module's momentum, ``num_batches_tracked`` counts; the maximum of
+equal values and NaN are chosen as PyTorch chooses them. Sums are rounded in another order (tests compare).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from ..core.extensions import Extension
+
+FUSED_LAYERS = Extension(Path(__file__).with_name("fused_layers.cpp"), "fittingroom_fused_layers",
+                         "the CNN's fused layers")
+
+
+def compiled_layers():
+    """The loaded extension, or None where it has not been loaded (or could not be built)."""
+    module = FUSED_LAYERS.loaded
+    return None if module is None or isinstance(module, str) else module
+
+
+class _PoolNormReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float, pool: bool):
+        ext = compiled_layers()
+        y, p, which, stats = ext.forward(x, weight, bias, eps, pool)
+        ctx.save_for_backward(p, which, stats, weight, bias)
+        ctx.pool, ctx.size = pool, tuple(x.shape[2:])
+        ctx.mark_non_differentiable(stats)
+        return y, stats
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, _grad_stats):
+        p, which, stats, weight, bias = ctx.saved_tensors
+        dx, dweight, dbias = compiled_layers().backward(grad_y, p, which, stats, weight, bias, ctx.pool, *ctx.size)
+        return dx, dweight.to(weight.dtype), dbias.to(bias.dtype), None, None
+
+
+def pool_norm_relu(x: torch.Tensor, norm: nn.BatchNorm2d, pool: bool) -> torch.Tensor:
+    """``relu(norm(max_pool2d(x, 2)))`` (without the pooling when ``pool`` is false) in training, through the
+    compiled layers, updating ``norm``'s running statistics as the module does."""
+    y, stats = _PoolNormReLU.apply(x, norm.weight, norm.bias, norm.eps, pool)
+    with torch.no_grad():
+        mean, var = stats[0], stats[1]
+        count = y.numel() // y.shape[1]
+        norm.num_batches_tracked.add_(1)
+        factor = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
+        norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
+        norm.running_var.lerp_((var * (count / (count - 1))).to(norm.running_var.dtype), factor)
+    return y
+
+
+def _fusable_norm(module: nn.Module) -> bool:
+    return type(module) is nn.BatchNorm2d and module.affine and module.track_running_stats
+
+
+def _fusable_pool(module: nn.Module) -> bool:
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(v)
+
+    return (type(module) is nn.MaxPool2d and pair(module.kernel_size) == (2, 2)
+            and pair(module.stride or module.kernel_size) == (2, 2) and pair(module.padding) == (0, 0)
+            and pair(module.dilation) == (1, 1) and not module.ceil_mode and not module.return_indices)
+
+
+class ConvNet(nn.Sequential):
+    """An ``nn.Sequential`` whose runs of ``MaxPool2d(2) -> BatchNorm2d -> ReLU`` (or ``BatchNorm2d -> ReLU``)
+    train as one compiled operation where it applies (the module docstring says when); the same modules, weights
+    and state as the plain ``nn.Sequential``."""
+
+    def runs(self) -> list[tuple[int, int, bool]]:
+        """(first index, index past the last, with pooling) of each run of layers taken as one operation."""
+        layers, out, i = list(self), [], 0
+        while i < len(layers):
+            pool = _fusable_pool(layers[i])
+            start = i + 1 if pool else i
+            if (start + 1 < len(layers) and _fusable_norm(layers[start])
+                    and type(layers[start + 1]) is nn.ReLU):
+                out.append((i, start + 2, pool))
+                i = start + 2
+            else:
+                i += 1
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and compiled_layers()
+                and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export()):
+            return super().forward(x)
+        layers, starts, i = list(self), {start: (stop, pool) for start, stop, pool in self.runs()}, 0
+        while i < len(layers):
+            if i in starts:
+                stop, pool = starts[i]
+                norm = layers[stop - 2]
+                if (norm.training and x.dtype == torch.bfloat16 and x.dim() == 4
+                        and x.is_contiguous(memory_format=torch.channels_last)
+                        and x.shape[0] * (x.shape[2] // 2 if pool else x.shape[2])
+                        * (x.shape[3] // 2 if pool else x.shape[3]) > 1):
+                    x = pool_norm_relu(x, norm, pool)
+                    i = stop
+                    continue
+            x = layers[i](x)
+            i += 1
+        return x
