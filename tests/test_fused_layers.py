@@ -186,13 +186,18 @@ def test_a_cnn_training_step_is_as_accurate_as_the_modules(ext, monkeypatch):
         torch.testing.assert_close(fused(x), plain(x), rtol=1e-4, atol=1e-4)
 
 
-def test_fp32_and_evaluation_take_the_modules(ext, monkeypatch):
+def test_fp32_hooks_and_evaluation_take_the_modules(ext, monkeypatch):
     calls = []
     monkeypatch.setattr("fittingroom.models.fused_layers.pool_norm_relu",
                         lambda *a: calls.append(a) or pytest.fail("the fused layers ran"))
     model = cnn(widths=(16, 32), convs=(1, 1))
     x = torch.rand(4, 28, 28)
     model(x).sum().backward()  # fp32
+    seen = []
+    model[3].register_forward_hook(lambda module, args, out: seen.append(out.shape))  # the first run's norm
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)  # hooked: the modules, so that the hook sees its call
+    assert seen == [(4, 16, 14, 14)]
     model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x)

@@ -6,7 +6,8 @@ forward passes. ``fused_layers.cpp`` does each run of ``MaxPool2d(2) -> BatchNor
 in two passes each way, on PyTorch's threads. :class:`ConvNet`, the ``nn.Sequential`` the ``cnn`` model is, takes
 it for those runs when all of these hold, and PyTorch's modules otherwise (evaluation, export, fp32, a GPU):
 
-- the module is training and gradients are on; the map is bfloat16 (autocast), channels-last, on the CPU;
+- the module is training and gradients are on; the map is bfloat16 (autocast), channels-last, on the CPU; no hook
+  watches the run's modules;
 - the compiled layers are loaded (``FUSED_LAYERS.load()``: training does it, building them on first use; where
   they cannot be built, or with ``FITTINGROOM_NO_COMPILE=1``, PyTorch's modules run).
 
@@ -80,6 +81,12 @@ def _fusable_pool(module: nn.Module) -> bool:
             and pair(module.dilation) == (1, 1) and not module.ceil_mode and not module.return_indices)
 
 
+def _hooked(module: nn.Module) -> bool:
+    """Whether hooks watch the module's own call (which the fused operation does not make)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks)
+
+
 class ConvNet(nn.Sequential):
     """An ``nn.Sequential`` whose runs of ``MaxPool2d(2) -> BatchNorm2d -> ReLU`` (or ``BatchNorm2d -> ReLU``)
     train as one compiled operation where it applies (the module docstring says when); the same modules, weights
@@ -108,7 +115,8 @@ class ConvNet(nn.Sequential):
             if i in starts:
                 stop, pool = starts[i]
                 norm = layers[stop - 2]
-                if (norm.training and x.dtype == torch.bfloat16 and x.dim() == 4
+                if (norm.training and not any(_hooked(m) for m in layers[i:stop])
+                        and x.dtype == torch.bfloat16 and x.dim() == 4
                         and x.is_contiguous(memory_format=torch.channels_last)
                         and x.shape[0] * (x.shape[2] // 2 if pool else x.shape[2])
                         * (x.shape[3] // 2 if pool else x.shape[3]) > 1):
