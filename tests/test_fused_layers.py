@@ -186,22 +186,30 @@ def test_a_cnn_training_step_is_as_accurate_as_the_modules(ext, monkeypatch):
         torch.testing.assert_close(fused(x), plain(x), rtol=1e-4, atol=1e-4)
 
 
-def test_fp32_hooks_and_evaluation_take_the_modules(ext, monkeypatch):
-    calls = []
+def test_fp32_and_evaluation_take_the_modules(ext, monkeypatch):
     monkeypatch.setattr("fittingroom.models.fused_layers.pool_norm_relu",
-                        lambda *a: calls.append(a) or pytest.fail("the fused layers ran"))
+                        lambda *a: pytest.fail("the fused layers ran"))
     model = cnn(widths=(16, 32), convs=(1, 1))
     x = torch.rand(4, 28, 28)
     model(x).sum().backward()  # fp32
-    seen = []
-    model[3].register_forward_hook(lambda module, args, out: seen.append(out.shape))  # the first run's norm
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        model(x)  # hooked: the modules, so that the hook sees its call
-    assert seen == [(4, 16, 14, 14)]
     model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x)
-    assert not calls
+
+
+def test_a_hooked_run_takes_the_modules_so_that_its_hook_sees_the_call(ext, monkeypatch):
+    from fittingroom.models import fused_layers
+
+    fused_norms = []
+    real = fused_layers.pool_norm_relu
+    monkeypatch.setattr(fused_layers, "pool_norm_relu", lambda x, norm, pool: fused_norms.append(norm) or real(x, norm, pool))
+    model = cnn(widths=(16, 32), convs=(1, 1))
+    seen = []
+    model[3].register_forward_hook(lambda module, args, out: seen.append(tuple(out.shape)))  # the first run's norm
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.rand(4, 28, 28))
+    assert seen == [(4, 16, 14, 14)]
+    assert fused_norms == [model[stop - 2] for _, stop, _ in model.runs()[1:]]  # the other runs: fused
 
 
 @pytest.mark.skipif(not cpu_has_fast_bf16(), reason="bf16 autocast is slow here: the cnn trains in fp32, unfused")
