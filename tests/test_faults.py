@@ -31,9 +31,9 @@ def completed_epochs(run_dir) -> int:
         return json.loads(f.metadata()["fittingroom"])["epoch"]
 
 
-def train_args(data, out):
+def train_args(data, out, epochs=EPOCHS):
     # 1,000 images in batches of 8: an epoch takes a fraction of a second, long enough to be killed inside.
-    return ["train", "--data", data, "--set", "validation_size=200", "--epochs", str(EPOCHS), "--batch-size", "8",
+    return ["train", "--data", data, "--set", "validation_size=200", "--epochs", str(epochs), "--batch-size", "8",
             "--lr", "0.02", "--set", "translate=1", "--model-arg", "dropout=0.2", "--deterministic",
             "--threads", "1", "--out", out, "--quiet"]
 
@@ -94,7 +94,8 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_weights(data,
 @pytest.mark.subprocess
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(data, tmp_path):
     out = tmp_path / "run"
-    proc = fittingroom(*train_args(data, out))
+    # More epochs than it can finish while this process waits for a turn on a busy machine: SIGINT finds it training.
+    proc = fittingroom(*train_args(data, out, epochs=1000))
     start = time.monotonic()
     while completed_epochs(out) < 1:
         assert time.monotonic() - start < 300 and proc.poll() is None
