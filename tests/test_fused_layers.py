@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fittingroom.core.device import cpu_has_fast_bf16
-from fittingroom.models.fused_layers import FUSED_LAYERS, ConvNet, compiled_layers, pool_norm_relu
+from fittingroom.models.fused_layers import FUSED_LAYERS, ConvNet, compiled_layers, conv_pool_norm_relu, pool_norm_relu
 from fittingroom.models.zoo import cnn
 from helpers import make_trainer
 
@@ -145,6 +145,43 @@ def test_a_nan_in_the_map_gives_nan_outputs(ext):
     assert y[:, 3].isnan().all() and not y[:, 2].isnan().any()
 
 
+@pytest.mark.parametrize("shape", [(8, 1, 28, 28, 32), (4, 3, 9, 7, 16), (2, 2, 5, 6, 8)], ids=str)
+def test_the_first_convolution_takes_its_gradient_from_the_pooled_map(ext, shape):
+    """A first convolution fused with its run: its weight's gradient from the chosen pixels' patches alone."""
+    n, c_in, h, w, c = shape
+    torch.manual_seed(0)
+    conv, norm = nn.Conv2d(c_in, c, 3, padding=1, bias=False), norm_layer(c)
+    conv2, norm2 = copy.deepcopy(conv), copy.deepcopy(norm)
+    x = torch.rand(n, c_in, h, w).contiguous(memory_format=CHANNELS_LAST)
+    grad = torch.randn(n, c, h // 2, w // 2).bfloat16().contiguous(memory_format=CHANNELS_LAST)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_ref = F.relu(norm(F.max_pool2d(conv(x), 2)))
+        y = conv_pool_norm_relu(x, conv2, norm2)
+    y_ref.backward(grad)
+    y.backward(grad)
+    close(y, y_ref)
+    # oneDNN rounds the weight's gradient to bf16 (autocast), the fused run keeps float32: 1% apart at most
+    assert float((conv2.weight.grad - conv.weight.grad).norm() / conv.weight.grad.norm()) < 0.01
+    assert conv2.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(norm2.weight.grad, norm.weight.grad, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(norm2.bias.grad, norm.bias.grad, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(norm2.running_var, norm.running_var, rtol=1e-5, atol=1e-6)
+
+
+def test_the_cnn_trains_its_first_convolution_in_the_fused_run(ext, monkeypatch):
+    from fittingroom.models import fused_layers
+
+    runs = []
+    for name in ("pool_norm_relu", "conv_pool_norm_relu"):
+        real = getattr(fused_layers, name)
+        monkeypatch.setattr(fused_layers, name, lambda *a, real=real, name=name: runs.append(name) or real(*a))
+    model = cnn(widths=(16, 32), convs=(1, 2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.rand(4, 28, 28)).sum().backward()
+    assert runs == ["conv_pool_norm_relu", "pool_norm_relu", "pool_norm_relu"]
+    assert model[1].weight.grad is not None and model[1].weight.grad.abs().sum() > 0
+
+
 def test_the_cnn_is_a_convnet_with_a_fused_run_after_every_convolution():
     model = cnn()
     assert isinstance(model, ConvNet) and isinstance(model, nn.Sequential)
@@ -187,8 +224,8 @@ def test_a_cnn_training_step_is_as_accurate_as_the_modules(ext, monkeypatch):
 
 
 def test_fp32_and_evaluation_take_the_modules(ext, monkeypatch):
-    monkeypatch.setattr("fittingroom.models.fused_layers.pool_norm_relu",
-                        lambda *a: pytest.fail("the fused layers ran"))
+    for name in ("pool_norm_relu", "conv_pool_norm_relu"):
+        monkeypatch.setattr(f"fittingroom.models.fused_layers.{name}", lambda *a: pytest.fail("the fused layers ran"))
     model = cnn(widths=(16, 32), convs=(1, 1))
     x = torch.rand(4, 28, 28)
     model(x).sum().backward()  # fp32

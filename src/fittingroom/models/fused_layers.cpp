@@ -161,6 +161,40 @@ ROWS_LOOP void unpool_rows(const bf16* dp, const uint8_t* which, bf16* dx, int64
   }
 }
 
+// Pooled rows [r0, r1) with their gradient dp (rows of C from r0): the gradient of the 3x3 convolution (stride 1,
+// zero padding 1) whose output was pooled, from its input x (N, H, W, Cin), added into acc (Cin, 9, C). Each
+// output pixel the pooling did not choose has no gradient, so only the chosen one's 3x3 patch counts.
+ROWS_LOOP void conv_grad_rows(const bf16* dp, const uint8_t* which, const bf16* x, int64_t r0, int64_t r1,
+                              int64_t H, int64_t W, int64_t Cin, int64_t C, float* patch, float* dpf, float* acc) {
+  const int64_t Ho = H / 2, Wo = W / 2;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / (Ho * Wo), i = (r / Wo) % Ho, j = r % Wo;
+    for (int64_t k = 0; k < 4; ++k) {  // patch[k][c][t]: the 3x3 patch around the window's pixel k
+      const int64_t h = 2 * i + k / 2, w = 2 * j + k % 2;
+      for (int64_t t = 0; t < 9; ++t) {
+        const int64_t yy = h + t / 3 - 1, xx = w + t % 3 - 1;
+        const bool inside = yy >= 0 && yy < H && xx >= 0 && xx < W;
+        for (int64_t c = 0; c < Cin; ++c)
+          patch[(k * Cin + c) * 9 + t] = inside ? to_float(x[((n * H + yy) * W + xx) * Cin + c]) : 0.f;
+      }
+    }
+    const bf16* __restrict d = dp + (r - r0) * C;
+    const uint8_t* __restrict kk = which + r * C;
+    for (int64_t o = 0; o < C; ++o) dpf[o] = to_float(d[o]);
+    for (int64_t ct = 0; ct < Cin * 9; ++ct) {
+      const int64_t c = ct / 9, t = ct % 9;
+      const float p0 = patch[c * 9 + t], p1 = patch[(Cin + c) * 9 + t], p2 = patch[(2 * Cin + c) * 9 + t],
+                  p3 = patch[(3 * Cin + c) * 9 + t];
+      float* __restrict a = acc + ct * C;
+      for (int64_t o = 0; o < C; ++o) {
+        const uint8_t k = kk[o];
+        const float v = k == 0 ? p0 : k == 1 ? p1 : k == 2 ? p2 : p3;
+        a[o] += dpf[o] * v;
+      }
+    }
+  }
+}
+
 void check_map(const torch::Tensor& x, const char* name) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast) &&
                   x.scalar_type() == at::kBFloat16,
@@ -228,31 +262,31 @@ std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch:
   return {y, p, which, stats};
 }
 
-// The gradients of x, weight and bias, from the gradient g of forward's y and what forward returned.
-std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor p, torch::Tensor which, torch::Tensor stats,
-                                    torch::Tensor weight, torch::Tensor bias, bool pool, int64_t H, int64_t W) {
-  check_map(p, "the saved map");
-  g = g.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
-  const int64_t N = p.size(0), C = p.size(1), Ho = p.size(2), Wo = p.size(3), M = N * Ho * Wo;
+// What the gradient of the normalised map needs: per channel, the affine map of the forward pass (scale, shift),
+// the mean, and the two sums' terms (k1, k2); and the gradients of the batch norm's weight and bias.
+struct GradTerms {
+  std::vector<float> mean, scale, shift, k1, k2;
+  torch::Tensor dweight, dbias;
+};
+
+GradTerms grad_terms(const torch::Tensor& g, const torch::Tensor& p, const torch::Tensor& stats,
+                     const torch::Tensor& weight, const torch::Tensor& bias) {
+  const int64_t C = p.size(1), M = p.numel() / C;
   TORCH_CHECK(g.sizes() == p.sizes(), "bn_relu: the gradient's shape is not the output's");
-  TORCH_CHECK(!pool || (H / 2 == Ho && W / 2 == Wo), "bn_relu: the input's size does not pool to the output's");
   const auto w32 = weight.detach().to(torch::kFloat).contiguous(), b32 = bias.detach().to(torch::kFloat).contiguous();
   const float* st = stats.data_ptr<float>();
-  std::vector<float> mean(st, st + C), scale(C), shift(C), k1(C), k2(C);
+  GradTerms out{std::vector<float>(st, st + C), std::vector<float>(C), std::vector<float>(C), std::vector<float>(C),
+                std::vector<float>(C), torch::empty({C}, p.options().dtype(torch::kFloat)),
+                torch::empty({C}, p.options().dtype(torch::kFloat))};
   for (int64_t c = 0; c < C; ++c) {
-    scale[c] = w32.data_ptr<float>()[c] * st[2 * C + c];
-    shift[c] = b32.data_ptr<float>()[c] - mean[c] * scale[c];
+    out.scale[c] = w32.data_ptr<float>()[c] * st[2 * C + c];
+    out.shift[c] = b32.data_ptr<float>()[c] - out.mean[c] * out.scale[c];
   }
-  const auto opts = p.options().memory_format(at::MemoryFormat::ChannelsLast);
-  torch::Tensor dx = pool ? torch::empty({N, C, H, W}, opts) : torch::empty({N, C, Ho, Wo}, opts);
-  torch::Tensor dweight = torch::empty({C}, p.options().dtype(torch::kFloat));
-  torch::Tensor dbias = torch::empty({C}, p.options().dtype(torch::kFloat));
-
   std::vector<float> s1(kBlocks * C), s2(kBlocks * C);
   at::parallel_for(0, kBlocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      grad_sum_rows(bits(p), bits(g), M * b / kBlocks, M * (b + 1) / kBlocks, C, scale.data(), shift.data(),
-                    mean.data(), &s1[b * C], &s2[b * C]);
+      grad_sum_rows(bits(p), bits(g), M * b / kBlocks, M * (b + 1) / kBlocks, C, out.scale.data(), out.shift.data(),
+                    out.mean.data(), &s1[b * C], &s2[b * C]);
     }
   });
   for (int64_t c = 0; c < C; ++c) {
@@ -262,11 +296,25 @@ std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor p, torch::Ten
       sgx += s2[b * C + c];
     }
     const double invstd = st[2 * C + c];
-    dbias.data_ptr<float>()[c] = static_cast<float>(sg);
-    dweight.data_ptr<float>()[c] = static_cast<float>(sgx * invstd);
-    k1[c] = static_cast<float>(sg / M);
-    k2[c] = static_cast<float>(sgx / M * invstd * invstd);
+    out.dbias.data_ptr<float>()[c] = static_cast<float>(sg);
+    out.dweight.data_ptr<float>()[c] = static_cast<float>(sgx * invstd);
+    out.k1[c] = static_cast<float>(sg / M);
+    out.k2[c] = static_cast<float>(sgx / M * invstd * invstd);
   }
+  return out;
+}
+
+// The gradients of x, weight and bias, from the gradient g of forward's y and what forward returned.
+std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor p, torch::Tensor which, torch::Tensor stats,
+                                    torch::Tensor weight, torch::Tensor bias, bool pool, int64_t H, int64_t W) {
+  check_map(p, "the saved map");
+  g = g.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t N = p.size(0), C = p.size(1), Ho = p.size(2), Wo = p.size(3), M = N * Ho * Wo;
+  TORCH_CHECK(!pool || (H / 2 == Ho && W / 2 == Wo), "bn_relu: the input's size does not pool to the output's");
+  GradTerms terms = grad_terms(g, p, stats, weight, bias);
+  std::vector<float>&mean = terms.mean, &scale = terms.scale, &shift = terms.shift, &k1 = terms.k1, &k2 = terms.k2;
+  const auto opts = p.options().memory_format(at::MemoryFormat::ChannelsLast);
+  torch::Tensor dx = pool ? torch::empty({N, C, H, W}, opts) : torch::empty({N, C, Ho, Wo}, opts);
   at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
     if (!pool) {
       grad_rows(bits(p), bits(g), bits_out(dx) + r0 * C, r0, r1, C, scale.data(), shift.data(), mean.data(),
@@ -291,7 +339,45 @@ std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor p, torch::Ten
       }
     });
   }
-  return {dx, dweight, dbias};
+  return {dx, terms.dweight, terms.dbias};
+}
+
+// For a run that starts with a 3x3 convolution (stride 1, zero padding 1, no bias) whose input needs no gradient:
+// the gradients of the convolution's weight (C, Cin, 3, 3, float32), and of the batch norm's weight and bias, from
+// g, what forward returned (pooled) and the convolution's input x (bfloat16, channels-last).
+std::vector<torch::Tensor> conv_backward(torch::Tensor g, torch::Tensor p, torch::Tensor which, torch::Tensor stats,
+                                         torch::Tensor weight, torch::Tensor bias, torch::Tensor x) {
+  check_map(p, "the saved map");
+  check_map(x, "the convolution's input");
+  g = g.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), C = p.size(1);
+  TORCH_CHECK(p.size(0) == N && p.size(2) == H / 2 && p.size(3) == W / 2, "bn_relu: the input does not pool to the output");
+  const int64_t M = N * (H / 2) * (W / 2), K = Cin * 9 * C;
+  GradTerms terms = grad_terms(g, p, stats, weight, bias);
+  std::vector<float> acc(kBlocks * K, 0.f);
+  at::parallel_for(0, kBlocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<bf16> dp(64 * C);
+    std::vector<float> patch(4 * Cin * 9), dpf(C);
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t q0 = M * b / kBlocks, end = M * (b + 1) / kBlocks; q0 < end; q0 += 64) {
+        const int64_t q1 = std::min(end, q0 + 64);
+        grad_rows(bits(p), bits(g), dp.data(), q0, q1, C, terms.scale.data(), terms.shift.data(), terms.mean.data(),
+                  terms.k1.data(), terms.k2.data());
+        conv_grad_rows(dp.data(), which.data_ptr<uint8_t>(), bits(x), q0, q1, H, W, Cin, C, patch.data(), dpf.data(),
+                       &acc[b * K]);
+      }
+    }
+  });
+  torch::Tensor dconv = torch::empty({C, Cin, 3, 3}, p.options().dtype(torch::kFloat));
+  float* out = dconv.data_ptr<float>();
+  for (int64_t o = 0; o < C; ++o) {
+    for (int64_t ct = 0; ct < Cin * 9; ++ct) {
+      double sum = 0;
+      for (int64_t b = 0; b < kBlocks; ++b) sum += acc[b * K + ct * C + o];
+      out[o * Cin * 9 + ct] = static_cast<float>(sum);
+    }
+  }
+  return {dconv, terms.dweight, terms.dbias};
 }
 
 }  // namespace
@@ -299,4 +385,5 @@ std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor p, torch::Ten
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "relu(batch_norm(max_pool_2x2(x))) in training, and what the backward pass needs");
   m.def("backward", &backward, "the gradients of forward's input, weight and bias");
+  m.def("conv_backward", &conv_backward, "the gradients of a 3x3 convolution's weight before forward, and of its own");
 }

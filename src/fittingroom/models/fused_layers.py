@@ -54,10 +54,45 @@ class _PoolNormReLU(torch.autograd.Function):
         return dx, dweight.to(weight.dtype), dbias.to(bias.dtype), None, None
 
 
+class _ConvPoolNormReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, conv_weight, weight, bias, eps: float):
+        x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)  # as autocast runs the convolution
+        conv = nn.functional.conv2d(x, conv_weight.to(torch.bfloat16).contiguous(memory_format=torch.channels_last),
+                                    padding=1).contiguous(memory_format=torch.channels_last)
+        y, p, which, stats = compiled_layers().forward(conv, weight, bias, eps, True)
+        ctx.save_for_backward(x, p, which, stats, weight, bias)
+        ctx.conv_dtype = conv_weight.dtype
+        ctx.mark_non_differentiable(stats)
+        return y, stats
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, _grad_stats):
+        x, p, which, stats, weight, bias = ctx.saved_tensors
+        dconv, dweight, dbias = compiled_layers().conv_backward(grad_y, p, which, stats, weight, bias, x)
+        return None, dconv.to(ctx.conv_dtype), dweight.to(weight.dtype), dbias.to(bias.dtype), None
+
+
+def conv_pool_norm_relu(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d) -> torch.Tensor:
+    """``relu(norm(max_pool2d(conv(x), 2)))`` in training, for a 3x3 convolution (stride 1, padding 1, no bias)
+    whose input needs no gradient (the network's first layer): the convolution's weight gradient comes from the
+    pooled map's gradient and the 3x3 patch of the pixel each pooled value came from, so the gradient of the
+    convolution's full-size output is never written. Updates ``norm``'s running statistics as the module does."""
+    y, stats = _ConvPoolNormReLU.apply(x, conv.weight, norm.weight, norm.bias, norm.eps)
+    _update_running_stats(norm, stats, y)
+    return y
+
+
 def pool_norm_relu(x: torch.Tensor, norm: nn.BatchNorm2d, pool: bool) -> torch.Tensor:
     """``relu(norm(max_pool2d(x, 2)))`` (without the pooling when ``pool`` is false) in training, through the
     compiled layers, updating ``norm``'s running statistics as the module does."""
     y, stats = _PoolNormReLU.apply(x, norm.weight, norm.bias, norm.eps, pool)
+    _update_running_stats(norm, stats, y)
+    return y
+
+
+def _update_running_stats(norm: nn.BatchNorm2d, stats: torch.Tensor, y: torch.Tensor) -> None:
     with torch.no_grad():
         mean, var = stats[0], stats[1]
         count = y.numel() // y.shape[1]
@@ -65,7 +100,6 @@ def pool_norm_relu(x: torch.Tensor, norm: nn.BatchNorm2d, pool: bool) -> torch.T
         factor = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
         norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
         norm.running_var.lerp_((var * (count / (count - 1))).to(norm.running_var.dtype), factor)
-    return y
 
 
 def _fusable_norm(module: nn.Module) -> bool:
@@ -85,6 +119,16 @@ def _hooked(module: nn.Module) -> bool:
     """Whether hooks watch the module's own call (which the fused operation does not make)."""
     return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
                 or module._backward_pre_hooks)
+
+
+def _fusable_conv(module: nn.Module) -> bool:
+    return (type(module) is nn.Conv2d and module.kernel_size == (3, 3) and module.stride == (1, 1)
+            and module.padding == (1, 1) and module.dilation == (1, 1) and module.groups == 1
+            and module.bias is None and module.padding_mode == "zeros")
+
+
+def _autocast_bf16() -> bool:
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
 class ConvNet(nn.Sequential):
@@ -112,6 +156,15 @@ class ConvNet(nn.Sequential):
             return super().forward(x)
         layers, starts, i = list(self), {start: (stop, pool) for start, stop, pool in self.runs()}, 0
         while i < len(layers):
+            if (i + 1 in starts and starts[i + 1][1] and _fusable_conv(layers[i]) and not x.requires_grad
+                    and _autocast_bf16() and x.dim() == 4 and x.shape[1] == layers[i].in_channels
+                    and layers[starts[i + 1][0] - 2].training and layers[i].weight.requires_grad
+                    and not any(_hooked(m) for m in layers[i:starts[i + 1][0]])
+                    and x.shape[0] * (x.shape[2] // 2) * (x.shape[3] // 2) > 1):
+                stop = starts[i + 1][0]  # the network's first convolution, then pooling, batch norm and ReLU
+                x = conv_pool_norm_relu(x, layers[i], layers[stop - 2])
+                i = stop
+                continue
             if i in starts:
                 stop, pool = starts[i]
                 norm = layers[stop - 2]
