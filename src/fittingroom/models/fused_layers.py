@@ -3,8 +3,11 @@
 In a training step of the ``cnn`` model the memory-bound layers between the convolutions (max pooling, batch norm,
 ReLU: each a pass or two over a map of megabytes, forward and backward) took about as long as the convolutions'
 forward passes. ``fused_layers.cpp`` does each run of ``MaxPool2d(2) -> BatchNorm2d -> ReLU`` (or of the last two)
-in two passes each way, on PyTorch's threads. :class:`ConvNet`, the ``nn.Sequential`` the ``cnn`` model is, takes
-it for those runs when all of these hold, and PyTorch's modules otherwise (evaluation, export, fp32, a GPU):
+in two passes each way, on PyTorch's threads. The network's first convolution (3x3, its input needing no
+gradient) joins its run: the weight's gradient is summed from the pooled map's gradient and the 3x3 patch of the
+pixel each pooled value came from, so the gradient of its full-size output is never written. :class:`ConvNet`, the
+``nn.Sequential`` the ``cnn`` model is, takes these for its runs when all of these hold, and PyTorch's modules
+otherwise (evaluation, export, fp32, a GPU):
 
 - the module is training and gradients are on; the map is bfloat16 (autocast), channels-last, on the CPU; no hook
   watches the run's modules;
