@@ -94,8 +94,10 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_weights(data,
 @pytest.mark.subprocess
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(data, tmp_path):
     out = tmp_path / "run"
-    # More epochs than it can finish while this process waits for a turn on a busy machine: SIGINT finds it training.
-    proc = fittingroom(*train_args(data, out, epochs=1000))
+    # SIGINT as a terminal's Ctrl-C delivers it, also where the tests themselves run in the background (a shell's `&`
+    # starts them with SIGINT ignored, which the run would inherit and then train through the signal). More epochs
+    # than it could finish before the signal, so that a signal it ignored shows as a timeout.
+    proc = fittingroom(*train_args(data, out, epochs=1000), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     start = time.monotonic()
     while completed_epochs(out) < 1:
         assert time.monotonic() - start < 300 and proc.poll() is None
