@@ -143,7 +143,7 @@ class Trainer:
                              and not isinstance(FUSED_LAYERS.load(self.say), str))
         self._fused_targets: tuple[torch.Tensor, torch.Tensor] | None = None  # the epoch's (targets, logits)
         self._fused_inputs: torch.Tensor | None = None  # the training set as the first layer takes it
-        self._fused_epoch_inputs: torch.Tensor | None = None  # ... gathered in the epoch's order, where needed
+        self._fused_epoch_inputs: torch.Tensor | None = None  # ... converted per epoch, for a set too large to keep
 
     def set_callbacks(self, callbacks: Sequence[Callback]) -> None:
         """The callbacks of the next ``fit`` (a Learner's ``fit`` passes each call's own)."""
@@ -267,24 +267,24 @@ class Trainer:
         target, logits = self._fused_targets
         # The images as the first layer takes them (scaled, normalised, flattened, cast), as the model would make
         # them per batch: made once for the whole training set if that fits FUSED_INPUTS_BYTES, on huge pages
-        # (core/memory.py: the steps read a few rows at a time, anywhere). Plain SGD then reads each step's rows
-        # through the epoch's shuffle; an optimizer's step takes them gathered once per epoch. Too large a set is
-        # converted from the epoch's gathered images.
+        # (core/memory.py: the steps read a few rows at a time, anywhere), and each step reads its rows through
+        # the epoch's shuffle (plain SGD's compiled loop itself; an optimizer's step from a gather of its rows).
+        # Too large a set is converted from the epoch's gathered images.
         size = step_fn.dtype.itemsize
         if self._fused_inputs is None and len(self.x_train) * features * size <= FUSED_INPUTS_BYTES:
-            self._fused_inputs = step_fn.inputs(self.x_train, out=empty_on_huge_pages(
+            # Huge pages pay for plain SGD's thousands of small steps an epoch; faulting them in costs the machine
+            # a compaction (0.3-0.8 s for Fashion-MNIST), more than an optimizer's few large steps gain.
+            empty = empty_on_huge_pages if step_fn.optimizer is None else torch.empty
+            self._fused_inputs = step_fn.inputs(self.x_train, out=empty(
                 len(self.x_train), features, device=self.device, dtype=step_fn.dtype))
         order = None
-        if self._fused_inputs is not None and step_fn.optimizer is None:
+        if self._fused_inputs is not None:  # each step's rows read through the epoch's shuffle
             x_all, order = self._fused_inputs, perm
         else:
             if self._fused_epoch_inputs is None or len(self._fused_epoch_inputs) != n:
                 self._fused_epoch_inputs = empty_on_huge_pages(n, features, device=self.device, dtype=step_fn.dtype)
             x_all = self._fused_epoch_inputs
-            if self._fused_inputs is not None:
-                torch.index_select(self._fused_inputs, 0, perm, out=x_all)
-            else:
-                step_fn.inputs(self._gather_epoch(perm)[0], out=x_all)
+            step_fn.inputs(self._gather_epoch(perm)[0], out=x_all)
         step_fn.targets(labels, classes, out=target)
         lr = cfg.lr
         if not scheduled:
@@ -305,7 +305,8 @@ class Trainer:
                     if scheduled:
                         set_lr(opt, lr)
                     s = slice(step * self.local_batch, (step + 1) * self.local_batch)
-                    step_fn(x_all[s], target[s], lr, logits[s])
+                    step_fn(x_all[s] if order is None else torch.index_select(x_all, 0, order[s]), target[s], lr,
+                            logits[s])
             lr = lrs[-1]
             if self._batch_hooks:
                 counted = self._batch_ends(run, counted, logits, labels, loss_sum, correct)
