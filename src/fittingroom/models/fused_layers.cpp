@@ -205,7 +205,9 @@ const bf16* bits(const torch::Tensor& t) { return static_cast<const bf16*>(t.dat
 bf16* bits_out(torch::Tensor& t) { return static_cast<bf16*>(t.data_ptr()); }
 
 // Returns y = relu(batch_norm(pool(x))), the map normalised (pool(x), or x itself), which pixel each pooled value
-// came from (pool only), and the batch's mean, biased variance and 1 / sqrt(var + eps) as rows of (3, C) float32.
+// came from (pool only), and per channel as rows of (5, C) float32: the batch's mean, biased variance and
+// 1 / sqrt(var + eps), and the scale and shift y was computed with (y = relu(p * scale + shift)), which the
+// backward pass takes as they are, so that its ReLU mask is the forward pass's.
 std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch::Tensor bias, double eps, bool pool) {
   check_map(x, "the input");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -217,7 +219,7 @@ std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch:
   torch::Tensor which = torch::empty({pool ? M * C : 0}, x.options().dtype(torch::kUInt8));
   torch::Tensor y = torch::empty({N, C, Ho, Wo}, opts);
   const auto w32 = weight.detach().to(torch::kFloat).contiguous(), b32 = bias.detach().to(torch::kFloat).contiguous();
-  torch::Tensor stats = torch::empty({3, C}, x.options().dtype(torch::kFloat));
+  torch::Tensor stats = torch::empty({5, C}, x.options().dtype(torch::kFloat));
 
   std::vector<float> first(kBlocks * C), s1(kBlocks * C), s2(kBlocks * C);
   std::vector<int64_t> count(kBlocks);
@@ -247,7 +249,7 @@ std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch:
     n = total;
   }
   float* st = stats.data_ptr<float>();
-  std::vector<float> scale(C), shift(C);
+  float *scale = st + 3 * C, *shift = st + 4 * C;
   for (int64_t c = 0; c < C; ++c) {
     const double var = m2[c] / n, invstd = 1.0 / std::sqrt(var + eps);
     st[c] = static_cast<float>(mean[c]);
@@ -257,36 +259,32 @@ std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch:
     shift[c] = static_cast<float>(b32.data_ptr<float>()[c] - mean[c] * w32.data_ptr<float>()[c] * invstd);
   }
   at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
-    normalize_rows(bits(p), bits_out(y), r0, r1, C, scale.data(), shift.data());
+    normalize_rows(bits(p), bits_out(y), r0, r1, C, scale, shift);
   });
   return {y, p, which, stats};
 }
 
-// What the gradient of the normalised map needs: per channel, the affine map of the forward pass (scale, shift),
-// the mean, and the two sums' terms (k1, k2); and the gradients of the batch norm's weight and bias.
+// What the gradient of the normalised map needs: per channel, the forward pass's mean, scale and shift (rows of
+// forward's statistics) and the two sums' terms (k1, k2); and the gradients of the batch norm's weight and bias.
 struct GradTerms {
-  std::vector<float> mean, scale, shift, k1, k2;
+  const float *mean, *scale, *shift;
+  std::vector<float> k1, k2;
   torch::Tensor dweight, dbias;
 };
 
-GradTerms grad_terms(const torch::Tensor& g, const torch::Tensor& p, const torch::Tensor& stats,
-                     const torch::Tensor& weight, const torch::Tensor& bias) {
+GradTerms grad_terms(const torch::Tensor& g, const torch::Tensor& p, const torch::Tensor& stats) {
   const int64_t C = p.size(1), M = p.numel() / C;
   TORCH_CHECK(g.sizes() == p.sizes(), "bn_relu: the gradient's shape is not the output's");
-  const auto w32 = weight.detach().to(torch::kFloat).contiguous(), b32 = bias.detach().to(torch::kFloat).contiguous();
+  TORCH_CHECK(stats.dim() == 2 && stats.size(0) == 5 && stats.size(1) == C && stats.is_contiguous() &&
+                  stats.scalar_type() == at::kFloat, "bn_relu: the statistics forward returned");
   const float* st = stats.data_ptr<float>();
-  GradTerms out{std::vector<float>(st, st + C), std::vector<float>(C), std::vector<float>(C), std::vector<float>(C),
-                std::vector<float>(C), torch::empty({C}, p.options().dtype(torch::kFloat)),
-                torch::empty({C}, p.options().dtype(torch::kFloat))};
-  for (int64_t c = 0; c < C; ++c) {
-    out.scale[c] = w32.data_ptr<float>()[c] * st[2 * C + c];
-    out.shift[c] = b32.data_ptr<float>()[c] - out.mean[c] * out.scale[c];
-  }
+  GradTerms out{st, st + 3 * C, st + 4 * C, std::vector<float>(C), std::vector<float>(C),
+                torch::empty({C}, p.options().dtype(torch::kFloat)), torch::empty({C}, p.options().dtype(torch::kFloat))};
   std::vector<float> s1(kBlocks * C), s2(kBlocks * C);
   at::parallel_for(0, kBlocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      grad_sum_rows(bits(p), bits(g), M * b / kBlocks, M * (b + 1) / kBlocks, C, out.scale.data(), out.shift.data(),
-                    out.mean.data(), &s1[b * C], &s2[b * C]);
+      grad_sum_rows(bits(p), bits(g), M * b / kBlocks, M * (b + 1) / kBlocks, C, out.scale, out.shift, out.mean,
+                    &s1[b * C], &s2[b * C]);
     }
   });
   for (int64_t c = 0; c < C; ++c) {
@@ -306,26 +304,25 @@ GradTerms grad_terms(const torch::Tensor& g, const torch::Tensor& p, const torch
 
 // The gradients of x, weight and bias, from the gradient g of forward's y and what forward returned.
 std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor p, torch::Tensor which, torch::Tensor stats,
-                                    torch::Tensor weight, torch::Tensor bias, bool pool, int64_t H, int64_t W) {
+                                    bool pool, int64_t H, int64_t W) {
   check_map(p, "the saved map");
   g = g.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t N = p.size(0), C = p.size(1), Ho = p.size(2), Wo = p.size(3), M = N * Ho * Wo;
   TORCH_CHECK(!pool || (H / 2 == Ho && W / 2 == Wo), "bn_relu: the input's size does not pool to the output's");
-  GradTerms terms = grad_terms(g, p, stats, weight, bias);
-  std::vector<float>&mean = terms.mean, &scale = terms.scale, &shift = terms.shift, &k1 = terms.k1, &k2 = terms.k2;
+  const GradTerms terms = grad_terms(g, p, stats);
+  const float *mean = terms.mean, *scale = terms.scale, *shift = terms.shift, *k1 = terms.k1.data(),
+              *k2 = terms.k2.data();
   const auto opts = p.options().memory_format(at::MemoryFormat::ChannelsLast);
   torch::Tensor dx = pool ? torch::empty({N, C, H, W}, opts) : torch::empty({N, C, Ho, Wo}, opts);
   at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
     if (!pool) {
-      grad_rows(bits(p), bits(g), bits_out(dx) + r0 * C, r0, r1, C, scale.data(), shift.data(), mean.data(),
-                k1.data(), k2.data());
+      grad_rows(bits(p), bits(g), bits_out(dx) + r0 * C, r0, r1, C, scale, shift, mean, k1, k2);
       return;
     }
     std::vector<bf16> dp(64 * C);  // 64 rows at a time, while they are in cache
     for (int64_t q0 = r0; q0 < r1; q0 += 64) {
       const int64_t q1 = std::min(r1, q0 + 64);
-      grad_rows(bits(p), bits(g), dp.data(), q0, q1, C, scale.data(), shift.data(), mean.data(), k1.data(),
-                k2.data());
+      grad_rows(bits(p), bits(g), dp.data(), q0, q1, C, scale, shift, mean, k1, k2);
       unpool_rows(dp.data(), which.data_ptr<uint8_t>(), bits_out(dx), q0, q1, H, W, C);
     }
   });
@@ -346,14 +343,14 @@ std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor p, torch::Ten
 // the gradients of the convolution's weight (C, Cin, 3, 3, float32), and of the batch norm's weight and bias, from
 // g, what forward returned (pooled) and the convolution's input x (bfloat16, channels-last).
 std::vector<torch::Tensor> conv_backward(torch::Tensor g, torch::Tensor p, torch::Tensor which, torch::Tensor stats,
-                                         torch::Tensor weight, torch::Tensor bias, torch::Tensor x) {
+                                         torch::Tensor x) {
   check_map(p, "the saved map");
   check_map(x, "the convolution's input");
   g = g.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), C = p.size(1);
   TORCH_CHECK(p.size(0) == N && p.size(2) == H / 2 && p.size(3) == W / 2, "bn_relu: the input does not pool to the output");
   const int64_t M = N * (H / 2) * (W / 2), K = Cin * 9 * C;
-  GradTerms terms = grad_terms(g, p, stats, weight, bias);
+  const GradTerms terms = grad_terms(g, p, stats);
   std::vector<float> acc(kBlocks * K, 0.f);
   at::parallel_for(0, kBlocks, 1, [&](int64_t b0, int64_t b1) {
     std::vector<bf16> dp(64 * C);
@@ -361,8 +358,8 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor g, torch::Tensor p, torch
     for (int64_t b = b0; b < b1; ++b) {
       for (int64_t q0 = M * b / kBlocks, end = M * (b + 1) / kBlocks; q0 < end; q0 += 64) {
         const int64_t q1 = std::min(end, q0 + 64);
-        grad_rows(bits(p), bits(g), dp.data(), q0, q1, C, terms.scale.data(), terms.shift.data(), terms.mean.data(),
-                  terms.k1.data(), terms.k2.data());
+        grad_rows(bits(p), bits(g), dp.data(), q0, q1, C, terms.scale, terms.shift, terms.mean, terms.k1.data(),
+                  terms.k2.data());
         conv_grad_rows(dp.data(), which.data_ptr<uint8_t>(), bits(x), q0, q1, H, W, Cin, C, patch.data(), dpf.data(),
                        &acc[b * K]);
       }

@@ -44,17 +44,17 @@ class _PoolNormReLU(torch.autograd.Function):
     def forward(ctx, x, weight, bias, eps: float, pool: bool):
         ext = compiled_layers()
         y, p, which, stats = ext.forward(x, weight, bias, eps, pool)
-        ctx.save_for_backward(p, which, stats, weight, bias)
-        ctx.pool, ctx.size = pool, tuple(x.shape[2:])
+        ctx.save_for_backward(p, which, stats)
+        ctx.pool, ctx.size, ctx.dtypes = pool, tuple(x.shape[2:]), (weight.dtype, bias.dtype)
         ctx.mark_non_differentiable(stats)
         return y, stats
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y, _grad_stats):
-        p, which, stats, weight, bias = ctx.saved_tensors
-        dx, dweight, dbias = compiled_layers().backward(grad_y, p, which, stats, weight, bias, ctx.pool, *ctx.size)
-        return dx, dweight.to(weight.dtype), dbias.to(bias.dtype), None, None
+        p, which, stats = ctx.saved_tensors
+        dx, dweight, dbias = compiled_layers().backward(grad_y, p, which, stats, ctx.pool, *ctx.size)
+        return dx, dweight.to(ctx.dtypes[0]), dbias.to(ctx.dtypes[1]), None, None
 
 
 class _ConvPoolNormReLU(torch.autograd.Function):
@@ -64,17 +64,17 @@ class _ConvPoolNormReLU(torch.autograd.Function):
         conv = nn.functional.conv2d(x, conv_weight.to(torch.bfloat16).contiguous(memory_format=torch.channels_last),
                                     padding=1).contiguous(memory_format=torch.channels_last)
         y, p, which, stats = compiled_layers().forward(conv, weight, bias, eps, True)
-        ctx.save_for_backward(x, p, which, stats, weight, bias)
-        ctx.conv_dtype = conv_weight.dtype
+        ctx.save_for_backward(x, p, which, stats)
+        ctx.dtypes = (conv_weight.dtype, weight.dtype, bias.dtype)
         ctx.mark_non_differentiable(stats)
         return y, stats
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y, _grad_stats):
-        x, p, which, stats, weight, bias = ctx.saved_tensors
-        dconv, dweight, dbias = compiled_layers().conv_backward(grad_y, p, which, stats, weight, bias, x)
-        return None, dconv.to(ctx.conv_dtype), dweight.to(weight.dtype), dbias.to(bias.dtype), None
+        x, p, which, stats = ctx.saved_tensors
+        dconv, dweight, dbias = compiled_layers().conv_backward(grad_y, p, which, stats, x)
+        return None, dconv.to(ctx.dtypes[0]), dweight.to(ctx.dtypes[1]), dbias.to(ctx.dtypes[2]), None
 
 
 def conv_pool_norm_relu(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d) -> torch.Tensor:
@@ -134,6 +134,14 @@ def _autocast_bf16() -> bool:
     return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
+def _run_applies(run: list[nn.Module], x: torch.Tensor, pool: bool) -> bool:
+    """Whether a run of layers ending with batch norm and ReLU can take the 4-d map ``x`` fused: its batch norm is
+    training, no hook watches its modules, and the map (pooled, with ``pool``) holds more than one value per
+    channel, as batch norm needs."""
+    h, w = (x.shape[2] // 2, x.shape[3] // 2) if pool else (x.shape[2], x.shape[3])
+    return run[-2].training and not any(_hooked(m) for m in run) and x.shape[0] * h * w > 1
+
+
 class ConvNet(nn.Sequential):
     """An ``nn.Sequential`` whose runs of ``MaxPool2d(2) -> BatchNorm2d -> ReLU`` (or ``BatchNorm2d -> ReLU``)
     train as one compiled operation where it applies (the module docstring says when); the same modules, weights
@@ -157,28 +165,21 @@ class ConvNet(nn.Sequential):
         if not (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and compiled_layers()
                 and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export()):
             return super().forward(x)
-        layers, starts, i = list(self), {start: (stop, pool) for start, stop, pool in self.runs()}, 0
+        layers, runs, i = list(self), {start: (stop, pool) for start, stop, pool in self.runs()}, 0
         while i < len(layers):
-            if (i + 1 in starts and starts[i + 1][1] and _fusable_conv(layers[i]) and not x.requires_grad
+            stop, pool = runs.get(i + 1, (0, False))
+            if (pool and _fusable_conv(layers[i]) and layers[i].weight.requires_grad and not x.requires_grad
                     and _autocast_bf16() and x.dim() == 4 and x.shape[1] == layers[i].in_channels
-                    and layers[starts[i + 1][0] - 2].training and layers[i].weight.requires_grad
-                    and not any(_hooked(m) for m in layers[i:starts[i + 1][0]])
-                    and x.shape[0] * (x.shape[2] // 2) * (x.shape[3] // 2) > 1):
-                stop = starts[i + 1][0]  # the network's first convolution, then pooling, batch norm and ReLU
-                x = conv_pool_norm_relu(x, layers[i], layers[stop - 2])
+                    and _run_applies(layers[i:stop], x, pool)):
+                x = conv_pool_norm_relu(x, layers[i], layers[stop - 2])  # the first convolution, then its run
                 i = stop
                 continue
-            if i in starts:
-                stop, pool = starts[i]
-                norm = layers[stop - 2]
-                if (norm.training and not any(_hooked(m) for m in layers[i:stop])
-                        and x.dtype == torch.bfloat16 and x.dim() == 4
-                        and x.is_contiguous(memory_format=torch.channels_last)
-                        and x.shape[0] * (x.shape[2] // 2 if pool else x.shape[2])
-                        * (x.shape[3] // 2 if pool else x.shape[3]) > 1):
-                    x = pool_norm_relu(x, norm, pool)
-                    i = stop
-                    continue
+            stop, pool = runs.get(i, (0, False))
+            if (stop and x.dtype == torch.bfloat16 and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+                    and _run_applies(layers[i:stop], x, pool)):
+                x = pool_norm_relu(x, layers[stop - 2], pool)
+                i = stop
+                continue
             x = layers[i](x)
             i += 1
         return x
