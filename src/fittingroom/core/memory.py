@@ -68,10 +68,10 @@ def freed_memory_kept(block_bytes: int = KEPT_BLOCK_BYTES) -> Iterator[bool]:
     if libc is None:
         yield False
         return
-    if _keeping[0] == 0 and libc.mallopt(_M_MMAP_THRESHOLD, block_bytes) != 1:
-        yield False
-        return
     if _keeping[0] == 0:
+        if libc.mallopt(_M_MMAP_THRESHOLD, block_bytes) != 1:
+            yield False
+            return
         libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
     _keeping[0] += 1
     try:

@@ -271,10 +271,10 @@ class Trainer:
         # the epoch's shuffle (plain SGD's compiled loop itself; an optimizer's step from a gather of its rows).
         # Too large a set is converted from the epoch's gathered images.
         size = step_fn.dtype.itemsize
+        # Huge pages pay for plain SGD's thousands of small steps an epoch; faulting them in costs the machine a
+        # compaction (0.3-0.8 s for Fashion-MNIST), more than an optimizer's few large steps gain.
+        empty = empty_on_huge_pages if step_fn.optimizer is None else torch.empty
         if self._fused_inputs is None and len(self.x_train) * features * size <= FUSED_INPUTS_BYTES:
-            # Huge pages pay for plain SGD's thousands of small steps an epoch; faulting them in costs the machine
-            # a compaction (0.3-0.8 s for Fashion-MNIST), more than an optimizer's few large steps gain.
-            empty = empty_on_huge_pages if step_fn.optimizer is None else torch.empty
             self._fused_inputs = step_fn.inputs(self.x_train, out=empty(
                 len(self.x_train), features, device=self.device, dtype=step_fn.dtype))
         order = None
@@ -282,7 +282,7 @@ class Trainer:
             x_all, order = self._fused_inputs, perm
         else:
             if self._fused_epoch_inputs is None or len(self._fused_epoch_inputs) != n:
-                self._fused_epoch_inputs = empty_on_huge_pages(n, features, device=self.device, dtype=step_fn.dtype)
+                self._fused_epoch_inputs = empty(n, features, device=self.device, dtype=step_fn.dtype)
             x_all = self._fused_epoch_inputs
             step_fn.inputs(self._gather_epoch(perm)[0], out=x_all)
         step_fn.targets(labels, classes, out=target)

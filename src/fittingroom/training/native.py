@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.extensions import Extension
+from ..models.fused_layers import FUSED_LAYERS
 
 SGD_LOOP = Extension(Path(__file__).with_name("fused_sgd.cpp"), "fittingroom_fused_sgd", "the fused SGD loop")
 
@@ -43,8 +44,6 @@ def first_layer_kernels() -> bool:
 
 def extensions() -> tuple[Extension, ...]:
     """Every extension training uses: the fused SGD loop and the CNN's fused layers."""
-    from ..models.fused_layers import FUSED_LAYERS
-
     return SGD_LOOP, FUSED_LAYERS
 
 
