@@ -307,7 +307,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.1, "batch_size": 256,
         "schedule": "onecycle", "epochs": 80, "precision": "auto",
     },
-    # A small VGG-style CNN (279k parameters) for a laptop CPU: 94% in about 5 minutes on 2 cores.
+    # A small VGG-style CNN (279k parameters) for a laptop CPU: 94% in 4-12 minutes on 2 cores (benchmarks/README.md).
     "cnn": {
         "model": "cnn", "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.1, "weight_decay": 5e-4,
         "batch_size": 256, "schedule": "onecycle", "label_smoothing": 0.1, "translate": 2, "flip": True,
@@ -327,6 +327,6 @@ PRESET_NOTES: dict[str, str] = {
     "seed": "the tutorial exactly: the 266,610-parameter MLP, SGD 0.01, batch 32, 30 epochs",
     "fast": "the tutorial's MLP to the tutorial's accuracy in seconds: standardised input, AdamW, one-cycle, bf16",
     "mlp-best": "the tutorial's MLP distilled from the cnn preset (trained first)",
-    "cnn": "a 279k-parameter CNN for a laptop CPU: 94% in under 10 minutes on 2 cores",
+    "cnn": "a 279k-parameter CNN for a laptop CPU: 94% in 4-12 minutes on 2 cores",
     "resnet": "a wide ResNet-20 for the best accuracy, sized for one GPU",
 }
