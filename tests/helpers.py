@@ -67,6 +67,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
                  "--disable-component-update", "--disable-sync"]
 
 
+def wait_for_model_line(page) -> None:
+    """Wait until the served page has shown its model's line (it fetches /model after loading). A locator, not
+    ``page.wait_for_function``: the page's Content-Security-Policy forbids the eval that a string predicate needs
+    once it is polled in the page, so that wait failed whenever the line was not there at the first look."""
+    page.locator("#model-line", has_text="parameters").wait_for()
+
+
 def tiny_config(data_dir, **changes):
     settings = {"data": str(data_dir), "validation_size": 40, "epochs": 2, "batch_size": 16, **changes}
     return TrainConfig.from_preset("seed").replace(**settings)

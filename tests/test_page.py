@@ -13,7 +13,7 @@ from PIL import Image
 from fittingroom.inference.predictor import Predictor
 from fittingroom.runfolder.data import run_test_set
 from fittingroom.serve import create_app
-from helpers import CHROMIUM, CHROMIUM_ARGS
+from helpers import CHROMIUM, CHROMIUM_ARGS, wait_for_model_line
 
 pytestmark = pytest.mark.browser
 
@@ -73,7 +73,7 @@ def test_uploading_a_photo_shows_its_class(page, tiny_run, tmp_path):
     Image.fromarray(x_test[5]).resize((280, 280), Image.Resampling.BICUBIC).convert("RGB").save(photo, quality=92)
     expected = predictor.predict_files([photo], top_k=4)[0]
 
-    page.wait_for_function("document.getElementById('model-line').textContent.includes('parameters')")
+    wait_for_model_line(page)
     page.set_input_files("#file", str(photo))
     page.wait_for_selector("#result:not([hidden])")
     assert page.text_content("#result-class") == expected["class"]

@@ -18,7 +18,7 @@ from fittingroom.data import SplitData
 from fittingroom.data.preprocess import Preprocessing, describe
 from fittingroom.inference.predictor import Predictor
 from fittingroom.serve import create_app
-from helpers import CHROMIUM, CHROMIUM_ARGS, HUE_CLASSES, hue_images
+from helpers import CHROMIUM, CHROMIUM_ARGS, HUE_CLASSES, hue_images, wait_for_model_line
 
 SIZE = (12, 20)  # (H, W): not square, so a swapped height and width shows
 
@@ -117,7 +117,7 @@ def test_the_page_shows_a_colour_models_preprocessing_and_preview(colour_run, tm
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("document.getElementById('model-line').textContent.includes('parameters')")
+            wait_for_model_line(page)
             page.set_input_files("#file", str(tmp_path / "photo.png"))
             page.wait_for_selector("#result:not([hidden])")
             assert page.text_content("#result-class") == HUE_CLASSES[labels[1]]
