@@ -11,9 +11,7 @@ from fittingroom.cli import main
 from fittingroom.data import get_spec
 from fittingroom.evaluation.manifest import dataset_checksums, source_commit
 from fittingroom.evaluation.report import build_report, write_report
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+from helpers import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture
@@ -104,7 +102,7 @@ def render_in_chromium(path, widths=(390, 1280)):
 
     seen = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             for width in widths:
                 page = browser.new_page(viewport={"width": width, "height": 800})
