@@ -145,6 +145,7 @@ def test_a_search_space_with_non_finite_numbers_is_refused(spec, message):
 
 @pytest.mark.parametrize("args, message", [
     (["--set", "epochs=null", "--epochs", "1"], "`epochs` is given twice with different values (--set epochs=null and --epochs 1)"),
+    (["--set", "epochs=true", "--epochs", "1"], "`epochs` is given twice with different values (--set epochs=true and --epochs 1)"),
     (["--set", "lr=0.1", "--set", "lr=0.2"], "`lr` is given twice"),
     (["--model-arg", "hidden=[8]", "--model-arg", "hidden=[16]"], "`model_args.hidden` is given twice"),
 ])

@@ -72,7 +72,8 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
 
     def assign(key: str, value: object, source: str) -> None:
         # One setting given twice with two values (--set epochs=5 --epochs 3) is ambiguous: refuse, do not pick one.
-        if key in given and given[key][1] != value:
+        # A boolean is another value than the number Python counts it equal to (--set epochs=true --epochs 1).
+        if key in given and (given[key][1] != value or isinstance(given[key][1], bool) != isinstance(value, bool)):
             raise ConfigError(f"`{key}` is given twice with different values ({given[key][0]} and {source}); "
                               f"give it once")
         given[key] = (source, value)
