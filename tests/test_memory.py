@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from fittingroom.core.memory import HUGE_PAGE_BYTES, advise_huge_pages, empty_on_huge_pages, freed_memory_kept
+from fittingroom.core.memory import (
+    HUGE_PAGE_BYTES,
+    KEPT_BLOCK_BYTES,
+    advise_huge_pages,
+    empty_on_huge_pages,
+    freed_memory_kept,
+)
 
 
 @pytest.mark.parametrize("size, dtype", [((3, 5), torch.float32), ((1024, 2048), torch.float32),
@@ -39,11 +45,22 @@ class _MallInfo2(ctypes.Structure):
                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def _mapped_bytes() -> int:
-    """Bytes malloc holds in blocks of their own (mmap), which go back to the system when freed."""
+def _mallinfo() -> _MallInfo2:
     libc = ctypes.CDLL(None)
     libc.mallinfo2.restype = _MallInfo2
-    return libc.mallinfo2().hblkhd
+    return libc.mallinfo2()
+
+
+def _mapped_bytes() -> int:
+    """Bytes malloc holds in blocks of their own (mmap), which go back to the system when freed."""
+    return _mallinfo().hblkhd
+
+
+def _larger_than_any_free_chunk(size: int) -> int:
+    """At least ``size`` bytes and more than all the free memory malloc's heaps hold (earlier tests leave free
+    chunks of any size there, which a request of their size reuses whatever the thresholds): a block this large
+    can come only from a new mapping or from growing the heap, and the mmap threshold decides which."""
+    return max(size, _mallinfo().fordblks + (1 << 20))
 
 
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
@@ -56,15 +73,18 @@ def test_a_freed_block_is_kept_for_reuse_only_inside():
     with freed_memory_kept():
         pass  # leaves the default thresholds set (rather than raised by glibc after an earlier large block)
     before = _mapped_bytes()
-    outside = torch.empty(size, dtype=torch.uint8)
-    assert _mapped_bytes() - before >= size  # a block of its own, returned to the system when freed
+    outside = torch.empty(_larger_than_any_free_chunk(size), dtype=torch.uint8)
+    assert outside.nbytes < KEPT_BLOCK_BYTES, "the heap holds too much free memory for this check to tell"
+    assert _mapped_bytes() - before >= outside.nbytes  # a block of its own, returned to the system when freed
     del outside
     with freed_memory_kept() as kept:
         assert kept
         inside = torch.empty(size, dtype=torch.uint8)
         assert _mapped_bytes() - before < size  # from the heap, kept there when freed
         del inside
-    after = torch.empty(size, dtype=torch.uint8)
+    before = _mapped_bytes()
+    after = torch.empty(_larger_than_any_free_chunk(size), dtype=torch.uint8)
+    assert after.nbytes < KEPT_BLOCK_BYTES
     assert _mapped_bytes() - before >= after.nbytes  # the default again
 
 
