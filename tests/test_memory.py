@@ -73,22 +73,23 @@ import torch
 from test_memory import _larger_than_any_free_chunk, _mapped_bytes
 from fittingroom.core.memory import KEPT_BLOCK_BYTES, freed_memory_kept
 size = 8 << 20  # a step's activation: above malloc's default mmap threshold
+
+def check_own_block(what):
+    before = _mapped_bytes()
+    block = torch.empty(_larger_than_any_free_chunk(size), dtype=torch.uint8)
+    assert block.nbytes < KEPT_BLOCK_BYTES, "the heap holds too much free memory for this check to tell"
+    assert _mapped_bytes() - before >= block.nbytes, what
+
 with freed_memory_kept():
     pass  # leaves the default thresholds set (rather than raised by glibc after an earlier large block)
+check_own_block("outside: not a block of its own")
 before = _mapped_bytes()
-outside = torch.empty(_larger_than_any_free_chunk(size), dtype=torch.uint8)
-assert outside.nbytes < KEPT_BLOCK_BYTES, "the heap holds too much free memory for this check to tell"
-assert _mapped_bytes() - before >= outside.nbytes, "outside: not a block of its own"
-del outside
 with freed_memory_kept() as kept:
     assert kept
     inside = torch.empty(size, dtype=torch.uint8)
     assert _mapped_bytes() - before < size, "inside: a block of its own, not from the heap"
     del inside
-before = _mapped_bytes()
-after = torch.empty(_larger_than_any_free_chunk(size), dtype=torch.uint8)
-assert after.nbytes < KEPT_BLOCK_BYTES, "the heap holds too much free memory for this check to tell"
-assert _mapped_bytes() - before >= after.nbytes, "after: not a block of its own (the default threshold is not back)"
+check_own_block("after: not a block of its own (the default threshold is not back)")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

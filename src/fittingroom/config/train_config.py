@@ -309,8 +309,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # A small VGG-style CNN (539k parameters) for a laptop CPU: 94% in under 7 minutes on 2 cores (benchmarks/README.md).
     # Four stages, one convolution each but two at 7x7: a 256-channel stage at 3x3 costs about a third of what a
-    # second convolution at 14x14 costs (2.7 M multiply-adds an image against 7.2 M) and learns more per epoch; with batch 128 and shifts of 1 pixel it reaches in 14
-    # epochs what three stages reached in 24.
+    # second convolution at 14x14 costs (2.7 M multiply-adds an image against 7.2 M) and learns more per epoch;
+    # with batch 128 and shifts of 1 pixel it reaches in 14 epochs what three stages reached in 24.
     "cnn": {
         "model": "cnn", "model_args": {"widths": [32, 64, 128, 256], "convs": [1, 1, 2, 1]},
         "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.1, "weight_decay": 5e-4,
