@@ -7,7 +7,11 @@
 // (the same result on any number of threads); pass 2 writes y = max(0, p * scale + shift). Backward: pass 1 sums
 // g' = g where y > 0 and g' * (p - mean) per channel; pass 2 writes the input's gradient, scattered through the
 // pooling's choices. Arithmetic in float32, as PyTorch computes a bfloat16 batch norm; the blocks' sums are
-// combined in float64. fused_layers.py says when it runs; tests/test_fused_layers.py compares it with PyTorch.
+// combined in float64. A run that starts with the network's first 3x3 convolution (a few input channels, no
+// gradient wanted for its input) computes that convolution inside pass 1, the four pixels of each window from the
+// input (conv_pool_rows), and its weight's gradient from the chosen pixels' patches (conv_grad_rows), so that its
+// full-size map is written neither way. fused_layers.py says when it runs; tests/test_fused_layers.py compares it
+// with PyTorch.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -41,7 +45,36 @@ inline bf16 to_bf16(float v) {  // round to nearest even, as c10::BFloat16
   return v != v ? static_cast<bf16>(0x7FC0) : static_cast<bf16>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
+inline float bf16_round(float v) {  // to_float(to_bf16(v))
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  u = v != v ? 0x7FC00000u : (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+
 constexpr int64_t kBlocks = 64;  // reductions: fixed blocks of rows, combined in order
+
+// The 2x2 window's maximum and which of its pixels (0-3, in scan order) it is: the first of equals, NaN wins.
+inline void choose(bf16 a, bf16 b, bf16 c, bf16 d, bf16& best, uint8_t& k) {
+  best = a;
+  float bv = to_float(a);
+  k = 0;
+  float v = to_float(b);
+  bool take = v > bv || v != v;
+  best = take ? b : best;
+  bv = take ? v : bv;
+  k = take ? 1 : k;
+  v = to_float(c);
+  take = v > bv || v != v;
+  best = take ? c : best;
+  bv = take ? v : bv;
+  k = take ? 2 : k;
+  v = to_float(d);
+  take = v > bv || v != v;
+  best = take ? d : best;
+  k = take ? 3 : k;
+}
 
 // Pooled rows [r0, r1): p and which from x (N, H, W, C).
 ROWS_LOOP void pool_rows(const bf16* x, bf16* p, uint8_t* which, int64_t r0, int64_t r1, int64_t H, int64_t W,
@@ -55,26 +88,81 @@ ROWS_LOOP void pool_rows(const bf16* x, bf16* p, uint8_t* which, int64_t r0, int
     const bf16* __restrict d = c2 + C;
     bf16* __restrict o = p + r * C;
     uint8_t* __restrict w = which + r * C;
-    for (int64_t c = 0; c < C; ++c) {
-      bf16 best = a[c];
-      float bv = to_float(a[c]);
-      uint8_t k = 0;
-      float v = to_float(b[c]);
-      bool take = v > bv || v != v;
-      best = take ? b[c] : best;
-      bv = take ? v : bv;
-      k = take ? 1 : k;
-      v = to_float(c2[c]);
-      take = v > bv || v != v;
-      best = take ? c2[c] : best;
-      bv = take ? v : bv;
-      k = take ? 2 : k;
-      v = to_float(d[c]);
-      take = v > bv || v != v;
-      best = take ? d[c] : best;
-      k = take ? 3 : k;
-      o[c] = best;
-      w[c] = k;
+    for (int64_t c = 0; c < C; ++c) choose(a[c], b[c], c2[c], d[c], o[c], w[c]);
+  }
+}
+
+// The four input rows 2i - 1 .. 2i + 2 of image n that window row i of a 3x3 convolution's pooled output reads,
+// into rows (4 rows of W + 2 pixels of Cin, float32), with the zero padding.
+inline void load_window_rows(const bf16* x, float* rows, int64_t n, int64_t i, int64_t H, int64_t W, int64_t Cin) {
+  const int64_t Wp = W + 2;
+  for (int64_t dy = 0; dy < 4; ++dy) {
+    const int64_t yy = 2 * i + dy - 1;
+    float* __restrict row = rows + dy * Wp * Cin;
+    std::fill(row, row + Wp * Cin, 0.f);
+    if (yy < 0 || yy >= H) continue;
+    const bf16* __restrict in = x + (n * H + yy) * W * Cin;
+    for (int64_t q = 0; q < W * Cin; ++q) row[Cin + q] = to_float(in[q]);
+  }
+}
+
+constexpr int64_t kLanes = 16;  // output channels summed at a time, in registers
+
+// Pooled rows [r0, r1) of the 3x3 convolution (stride 1, zero padding 1, no bias) of x (N, H, W, Cin) by wt
+// (Cin * 9 rows of Cp >= C, a multiple of kLanes, zero beyond C; bfloat16 values as float32): each window's four
+// pixels summed in float32 and rounded to bfloat16, as a bfloat16 convolution rounds its output, then pooled into p
+// and which as pool_rows pools. The convolution's full-size map is never written. rows: load_window_rows's.
+ROWS_LOOP void conv_pool_rows(const bf16* x, const float* wt, bf16* p, uint8_t* which, int64_t r0, int64_t r1,
+                              int64_t H, int64_t W, int64_t Cin, int64_t C, int64_t Cp, float* rows) {
+  const int64_t Ho = H / 2, Wo = W / 2, Wp = W + 2;
+  int64_t loaded = -1;  // the window row (n * Ho + i) that rows holds
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / (Ho * Wo), i = (r / Wo) % Ho, j = r % Wo;
+    if (r / Wo != loaded) load_window_rows(x, rows, n, i, H, W, Cin);
+    loaded = r / Wo;
+    bf16* __restrict o = p + r * C;
+    uint8_t* __restrict wh = which + r * C;
+    for (int64_t o0 = 0; o0 < C; o0 += kLanes) {
+      float s0[kLanes] = {}, s1[kLanes] = {}, s2[kLanes] = {}, s3[kLanes] = {};  // the window's pixels 0-3
+      for (int64_t c = 0; c < Cin; ++c) {
+        for (int64_t dy = 0; dy < 3; ++dy) {
+          const float* top = rows + (dy * Wp + 2 * j) * Cin + c;  // pixel 0's tap (dy, 0)
+          const float* bottom = top + Wp * Cin;                  // pixel 2's
+          for (int64_t dx = 0; dx < 3; ++dx) {
+            const float v0 = top[dx * Cin], v1 = top[(dx + 1) * Cin], v2 = bottom[dx * Cin],
+                        v3 = bottom[(dx + 1) * Cin];
+            const float* __restrict w = wt + ((c * 9 + dy * 3 + dx) * Cp + o0);
+            for (int64_t l = 0; l < kLanes; ++l) {
+              s0[l] += v0 * w[l];
+              s1[l] += v1 * w[l];
+              s2[l] += v2 * w[l];
+              s3[l] += v3 * w[l];
+            }
+          }
+        }
+      }
+      uint32_t best[kLanes], chosen[kLanes];  // 32-bit lanes, so that the choice runs 16 at a time
+      for (int64_t l = 0; l < kLanes; ++l) {  // choose's choice, in float32 on the bfloat16-rounded sums
+        float bv = bf16_round(s0[l]), v = bf16_round(s1[l]);
+        uint32_t k = 0;
+        bool take = v > bv || v != v;
+        bv = take ? v : bv;
+        k = take ? 1 : k;
+        v = bf16_round(s2[l]);
+        take = v > bv || v != v;
+        bv = take ? v : bv;
+        k = take ? 2 : k;
+        v = bf16_round(s3[l]);
+        take = v > bv || v != v;
+        bv = take ? v : bv;
+        k = take ? 3 : k;
+        std::memcpy(&best[l], &bv, sizeof bv);
+        chosen[l] = k;
+      }
+      for (int64_t l = 0, lanes = std::min(kLanes, C - o0); l < lanes; ++l) {
+        o[o0 + l] = static_cast<bf16>(best[l] >> 16);
+        wh[o0 + l] = static_cast<uint8_t>(chosen[l]);
+      }
     }
   }
 }
@@ -162,34 +250,40 @@ ROWS_LOOP void unpool_rows(const bf16* dp, const uint8_t* which, bf16* dx, int64
 }
 
 // Pooled rows [r0, r1) with their gradient dp (rows of C from r0): the gradient of the 3x3 convolution (stride 1,
-// zero padding 1) whose output was pooled, from its input x (N, H, W, Cin), added into acc (Cin, 9, C). Each
-// output pixel the pooling did not choose has no gradient, so only the chosen one's 3x3 patch counts.
+// zero padding 1) whose output was pooled, from its input x (N, H, W, Cin), added into acc (Cin * 9 rows of Cp, as
+// conv_pool_rows's weights). Each output pixel the pooling did not choose has no gradient, so only the chosen one's
+// 3x3 patch counts. rows: load_window_rows's.
 ROWS_LOOP void conv_grad_rows(const bf16* dp, const uint8_t* which, const bf16* x, int64_t r0, int64_t r1,
-                              int64_t H, int64_t W, int64_t Cin, int64_t C, float* patch, float* dpf, float* acc) {
-  const int64_t Ho = H / 2, Wo = W / 2;
+                              int64_t H, int64_t W, int64_t Cin, int64_t C, int64_t Cp, float* rows, float* acc) {
+  const int64_t Ho = H / 2, Wo = W / 2, Wp = W + 2;
+  int64_t loaded = -1;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / (Ho * Wo), i = (r / Wo) % Ho, j = r % Wo;
-    for (int64_t k = 0; k < 4; ++k) {  // patch[k][c][t]: the 3x3 patch around the window's pixel k
-      const int64_t h = 2 * i + k / 2, w = 2 * j + k % 2;
-      for (int64_t t = 0; t < 9; ++t) {
-        const int64_t yy = h + t / 3 - 1, xx = w + t % 3 - 1;
-        const bool inside = yy >= 0 && yy < H && xx >= 0 && xx < W;
-        for (int64_t c = 0; c < Cin; ++c)
-          patch[(k * Cin + c) * 9 + t] = inside ? to_float(x[((n * H + yy) * W + xx) * Cin + c]) : 0.f;
-      }
-    }
+    if (r / Wo != loaded) load_window_rows(x, rows, n, i, H, W, Cin);
+    loaded = r / Wo;
     const bf16* __restrict d = dp + (r - r0) * C;
     const uint8_t* __restrict kk = which + r * C;
-    for (int64_t o = 0; o < C; ++o) dpf[o] = to_float(d[o]);
-    for (int64_t ct = 0; ct < Cin * 9; ++ct) {
-      const int64_t c = ct / 9, t = ct % 9;
-      const float p0 = patch[c * 9 + t], p1 = patch[(Cin + c) * 9 + t], p2 = patch[(2 * Cin + c) * 9 + t],
-                  p3 = patch[(3 * Cin + c) * 9 + t];
-      float* __restrict a = acc + ct * C;
-      for (int64_t o = 0; o < C; ++o) {
-        const uint8_t k = kk[o];
-        const float v = k == 0 ? p0 : k == 1 ? p1 : k == 2 ? p2 : p3;
-        a[o] += dpf[o] * v;
+    for (int64_t o0 = 0; o0 < C; o0 += kLanes) {
+      float g[kLanes] = {};
+      uint32_t k[kLanes] = {};
+      for (int64_t l = 0, lanes = std::min(kLanes, C - o0); l < lanes; ++l) {
+        g[l] = to_float(d[o0 + l]);
+        k[l] = kk[o0 + l];
+      }
+      for (int64_t c = 0; c < Cin; ++c) {
+        for (int64_t dy = 0; dy < 3; ++dy) {
+          const float* top = rows + (dy * Wp + 2 * j) * Cin + c;  // pixel 0's tap (dy, 0)
+          const float* bottom = top + Wp * Cin;                  // pixel 2's
+          for (int64_t dx = 0; dx < 3; ++dx) {
+            const float v0 = top[dx * Cin], v1 = top[(dx + 1) * Cin], v2 = bottom[dx * Cin],
+                        v3 = bottom[(dx + 1) * Cin];
+            float* __restrict a = acc + ((c * 9 + dy * 3 + dx) * Cp + o0);
+            for (int64_t l = 0; l < kLanes; ++l) {
+              const float v = k[l] == 0 ? v0 : k[l] == 1 ? v1 : k[l] == 2 ? v2 : v3;
+              a[l] += g[l] * v;
+            }
+          }
+        }
       }
     }
   }
@@ -204,22 +298,19 @@ void check_map(const torch::Tensor& x, const char* name) {
 const bf16* bits(const torch::Tensor& t) { return static_cast<const bf16*>(t.data_ptr()); }
 bf16* bits_out(torch::Tensor& t) { return static_cast<bf16*>(t.data_ptr()); }
 
-// Returns y = relu(batch_norm(pool(x))), the map normalised (pool(x), or x itself), which pixel each pooled value
-// came from (pool only), and per channel as rows of (5, C) float32: the batch's mean, biased variance and
-// 1 / sqrt(var + eps), and the scale and shift y was computed with (y = relu(p * scale + shift)), which the
-// backward pass takes as they are, so that its ReLU mask is the forward pass's.
-std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch::Tensor bias, double eps, bool pool) {
-  check_map(x, "the input");
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t Ho = pool ? H / 2 : H, Wo = pool ? W / 2 : W, M = N * Ho * Wo;
+// y = relu(batch_norm(p)) for the map p (N, C, Ho, Wo) that fill(r0, r1) writes, rows [r0, r1) at a time, and
+// per channel as rows of (5, C) float32: the batch's mean, biased variance and 1 / sqrt(var + eps), and the scale
+// and shift y was computed with (y = relu(p * scale + shift)), which the backward pass takes as they are, so that
+// its ReLU mask is the forward pass's.
+template <typename Fill>
+std::vector<torch::Tensor> normalize_map(const torch::Tensor& p, const torch::Tensor& weight, const torch::Tensor& bias,
+                                         double eps, const Fill& fill) {
+  const int64_t N = p.size(0), C = p.size(1), M = N * p.size(2) * p.size(3);
   TORCH_CHECK(M > 0, "bn_relu: an empty map");
   TORCH_CHECK(weight.numel() == C && bias.numel() == C, "bn_relu: one weight and bias per channel");
-  const auto opts = x.options().memory_format(at::MemoryFormat::ChannelsLast);
-  torch::Tensor p = pool ? torch::empty({N, C, Ho, Wo}, opts) : x;
-  torch::Tensor which = torch::empty({pool ? M * C : 0}, x.options().dtype(torch::kUInt8));
-  torch::Tensor y = torch::empty({N, C, Ho, Wo}, opts);
+  torch::Tensor y = torch::empty(p.sizes(), p.options().memory_format(at::MemoryFormat::ChannelsLast));
   const auto w32 = weight.detach().to(torch::kFloat).contiguous(), b32 = bias.detach().to(torch::kFloat).contiguous();
-  torch::Tensor stats = torch::empty({5, C}, x.options().dtype(torch::kFloat));
+  torch::Tensor stats = torch::empty({5, C}, p.options().dtype(torch::kFloat));
 
   std::vector<float> first(kBlocks * C), s1(kBlocks * C), s2(kBlocks * C);
   std::vector<int64_t> count(kBlocks);
@@ -228,7 +319,7 @@ std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch:
       const int64_t r0 = M * b / kBlocks, r1 = M * (b + 1) / kBlocks;
       count[b] = r1 - r0;
       if (r1 <= r0) continue;
-      if (pool) pool_rows(bits(x), bits_out(p), which.data_ptr<uint8_t>(), r0, r1, H, W, C);
+      fill(r0, r1);
       moment_rows(bits(p), r0, r1, C, &first[b * C], &s1[b * C], &s2[b * C]);
     }
   });
@@ -261,7 +352,43 @@ std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch:
   at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
     normalize_rows(bits(p), bits_out(y), r0, r1, C, scale, shift);
   });
-  return {y, p, which, stats};
+  return {y, stats};
+}
+
+// Returns y = relu(batch_norm(pool(x))), the map normalised (pool(x), or x itself), which pixel each pooled value
+// came from (pool only), and the statistics of normalize_map.
+std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch::Tensor bias, double eps, bool pool) {
+  check_map(x, "the input");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Ho = pool ? H / 2 : H, Wo = pool ? W / 2 : W;
+  torch::Tensor p = pool ? torch::empty({N, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast)) : x;
+  torch::Tensor which = torch::empty({pool ? N * Ho * Wo * C : 0}, x.options().dtype(torch::kUInt8));
+  auto out = normalize_map(p, weight, bias, eps, [&](int64_t r0, int64_t r1) {
+    if (pool) pool_rows(bits(x), bits_out(p), which.data_ptr<uint8_t>(), r0, r1, H, W, C);
+  });
+  return {out[0], p, which, out[1]};
+}
+
+// forward(conv(x), weight, bias, eps, true) for the 3x3 convolution (stride 1, zero padding 1, no bias) of x (N,
+// Cin, H, W, bfloat16, channels-last) by conv_weight (C, Cin, 3, 3, bfloat16), computed window by window
+// (conv_pool_rows), without the convolution's full-size map.
+std::vector<torch::Tensor> conv_forward(torch::Tensor x, torch::Tensor conv_weight, torch::Tensor weight,
+                                        torch::Tensor bias, double eps) {
+  check_map(x, "the convolution's input");
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), C = conv_weight.size(0);
+  TORCH_CHECK(conv_weight.dim() == 4 && conv_weight.size(1) == Cin && conv_weight.size(2) == 3 &&
+                  conv_weight.size(3) == 3, "bn_relu: the convolution's weight must be (C, Cin, 3, 3)");
+  const int64_t Cp = (C + kLanes - 1) / kLanes * kLanes;
+  const auto wt = torch::zeros({Cin * 9, Cp}, x.options().dtype(torch::kFloat));
+  wt.narrow(1, 0, C).copy_(conv_weight.detach().to(torch::kBFloat16).to(torch::kFloat).reshape({C, Cin * 9}).t());
+  torch::Tensor p = torch::empty({N, C, H / 2, W / 2}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  torch::Tensor which = torch::empty({p.numel()}, x.options().dtype(torch::kUInt8));
+  auto out = normalize_map(p, weight, bias, eps, [&](int64_t r0, int64_t r1) {
+    std::vector<float> rows(4 * (W + 2) * Cin);
+    conv_pool_rows(bits(x), wt.data_ptr<float>(), bits_out(p), which.data_ptr<uint8_t>(), r0, r1, H, W, Cin, C, Cp,
+                   rows.data());
+  });
+  return {out[0], p, which, out[1]};
 }
 
 // What the gradient of the normalised map needs: per channel, the forward pass's mean, scale and shift (rows of
@@ -349,18 +476,18 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor g, torch::Tensor p, torch
   g = g.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), C = p.size(1);
   TORCH_CHECK(p.size(0) == N && p.size(2) == H / 2 && p.size(3) == W / 2, "bn_relu: the input does not pool to the output");
-  const int64_t M = N * (H / 2) * (W / 2), K = Cin * 9 * C;
+  const int64_t M = N * (H / 2) * (W / 2), Cp = (C + kLanes - 1) / kLanes * kLanes, K = Cin * 9 * Cp;
   const GradTerms terms = grad_terms(g, p, stats);
   std::vector<float> acc(kBlocks * K, 0.f);
   at::parallel_for(0, kBlocks, 1, [&](int64_t b0, int64_t b1) {
     std::vector<bf16> dp(64 * C);
-    std::vector<float> patch(4 * Cin * 9), dpf(C);
+    std::vector<float> rows(4 * (W + 2) * Cin);
     for (int64_t b = b0; b < b1; ++b) {
       for (int64_t q0 = M * b / kBlocks, end = M * (b + 1) / kBlocks; q0 < end; q0 += 64) {
         const int64_t q1 = std::min(end, q0 + 64);
         grad_rows(bits(p), bits(g), dp.data(), q0, q1, C, terms.scale, terms.shift, terms.mean, terms.k1.data(),
                   terms.k2.data());
-        conv_grad_rows(dp.data(), which.data_ptr<uint8_t>(), bits(x), q0, q1, H, W, Cin, C, patch.data(), dpf.data(),
+        conv_grad_rows(dp.data(), which.data_ptr<uint8_t>(), bits(x), q0, q1, H, W, Cin, C, Cp, rows.data(),
                        &acc[b * K]);
       }
     }
@@ -370,7 +497,7 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor g, torch::Tensor p, torch
   for (int64_t o = 0; o < C; ++o) {
     for (int64_t ct = 0; ct < Cin * 9; ++ct) {
       double sum = 0;
-      for (int64_t b = 0; b < kBlocks; ++b) sum += acc[b * K + ct * C + o];
+      for (int64_t b = 0; b < kBlocks; ++b) sum += acc[b * K + ct * Cp + o];
       out[o * Cin * 9 + ct] = static_cast<float>(sum);
     }
   }
@@ -381,6 +508,7 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor g, torch::Tensor p, torch
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "relu(batch_norm(max_pool_2x2(x))) in training, and what the backward pass needs");
+  m.def("conv_forward", &conv_forward, "forward of a 3x3 convolution's output, computed without its full-size map");
   m.def("backward", &backward, "the gradients of forward's input, weight and bias");
   m.def("conv_backward", &conv_backward, "the gradients of a 3x3 convolution's weight before forward, and of its own");
 }

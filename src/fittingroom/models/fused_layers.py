@@ -4,8 +4,10 @@ In a training step of the ``cnn`` model the memory-bound layers between the conv
 ReLU: each a pass or two over a map of megabytes, forward and backward) took about as long as the convolutions'
 forward passes. ``fused_layers.cpp`` does each run of ``MaxPool2d(2) -> BatchNorm2d -> ReLU`` (or of the last two)
 in two passes each way, on PyTorch's threads. The network's first convolution (3x3, its input needing no
-gradient) joins its run: the weight's gradient is summed from the pooled map's gradient and the 3x3 patch of the
-pixel each pooled value came from, so the gradient of its full-size output is never written. :class:`ConvNet`, the
+gradient, a few channels in) joins its run, and neither its full-size output nor that output's gradient is ever
+written: forward computes the four pixels of each pooling window from the input and keeps the largest, and the
+weight's gradient is summed from the pooled map's gradient and the 3x3 patch of the pixel each pooled value came
+from. (oneDNN took longer for this one-channel convolution than for the 32-to-64-channel one after it.) :class:`ConvNet`, the
 ``nn.Sequential`` the ``cnn`` model is, takes these for its runs when all of these hold, and PyTorch's modules
 otherwise (evaluation, export, fp32, a GPU):
 
@@ -61,9 +63,7 @@ class _ConvPoolNormReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, conv_weight, weight, bias, eps: float):
         x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)  # as autocast runs the convolution
-        conv = nn.functional.conv2d(x, conv_weight.to(torch.bfloat16).contiguous(memory_format=torch.channels_last),
-                                    padding=1).contiguous(memory_format=torch.channels_last)
-        y, p, which, stats = compiled_layers().forward(conv, weight, bias, eps, True)
+        y, p, which, stats = compiled_layers().conv_forward(x, conv_weight.to(torch.bfloat16), weight, bias, eps)
         ctx.save_for_backward(x, p, which, stats)
         ctx.dtypes = (conv_weight.dtype, weight.dtype, bias.dtype)
         ctx.mark_non_differentiable(stats)
