@@ -315,7 +315,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": "cnn", "model_args": {"widths": [32, 64, 128, 256], "convs": [1, 1, 2, 1]},
         "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.1, "weight_decay": 5e-4,
         "batch_size": 128, "schedule": "onecycle", "label_smoothing": 0.1, "translate": 1, "flip": True,
-        "epochs": 14, "precision": "auto", "tta": True,
+        "epochs": 14, "precision": "auto", "tta": True, "eval_batch_size": 256,
     },
     # A wide ResNet-20 for the best accuracy, sized for one GPU (about a minute there); it runs on a CPU too, slowly.
     "resnet": {
