@@ -39,38 +39,43 @@ inline float to_float(bf16 b) {
   return f;
 }
 
-inline bf16 to_bf16(float v) {  // round to nearest even, as c10::BFloat16
+inline uint32_t rounded_bits(float v) {  // v rounded to bfloat16, nearest even, as c10::BFloat16: its float32 bits
   uint32_t u;
   std::memcpy(&u, &v, sizeof u);
-  return v != v ? static_cast<bf16>(0x7FC0) : static_cast<bf16>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  return v != v ? 0x7FC00000u : (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
 }
 
-inline float bf16_round(float v) {  // to_float(to_bf16(v))
-  uint32_t u;
-  std::memcpy(&u, &v, sizeof u);
-  u = v != v ? 0x7FC00000u : (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+inline bf16 to_bf16(float v) { return static_cast<bf16>(rounded_bits(v) >> 16); }
+
+inline float bf16_round(float v) {  // to_float(to_bf16(v)), in 32-bit lanes
+  const uint32_t u = rounded_bits(v);
   std::memcpy(&v, &u, sizeof v);
   return v;
 }
 
 constexpr int64_t kBlocks = 64;  // reductions: fixed blocks of rows, combined in order
 
+inline float value(bf16 v) { return to_float(v); }
+inline float value(float v) { return v; }
+
 // The 2x2 window's maximum and which of its pixels (0-3, in scan order) it is: the first of equals, NaN wins.
-inline void choose(bf16 a, bf16 b, bf16 c, bf16 d, bf16& best, uint8_t& k) {
+// (bfloat16 values for the pooling of a map; float32 ones, 32-bit choices, where 16 run at a time.)
+template <typename T, typename K>
+inline void choose(T a, T b, T c, T d, T& best, K& k) {
   best = a;
-  float bv = to_float(a);
+  float bv = value(a);
   k = 0;
-  float v = to_float(b);
+  float v = value(b);
   bool take = v > bv || v != v;
   best = take ? b : best;
   bv = take ? v : bv;
   k = take ? 1 : k;
-  v = to_float(c);
+  v = value(c);
   take = v > bv || v != v;
   best = take ? c : best;
   bv = take ? v : bv;
   k = take ? 2 : k;
-  v = to_float(d);
+  v = value(d);
   take = v > bv || v != v;
   best = take ? d : best;
   k = take ? 3 : k;
@@ -108,6 +113,23 @@ inline void load_window_rows(const bf16* x, float* rows, int64_t n, int64_t i, i
 
 constexpr int64_t kLanes = 16;  // output channels summed at a time, in registers
 
+inline int64_t padded_channels(int64_t C) { return (C + kLanes - 1) / kLanes * kLanes; }
+
+// For each tap (c, dy, dx) of the 3x3 convolution, in the order of its weights (c * 9 + dy * 3 + dx), and the input
+// values that tap meets at the four pixels of the window at column j of load_window_rows's rows:
+// tap(index, v0, v1, v2, v3).
+template <typename Tap>
+inline void for_each_tap(const float* rows, int64_t j, int64_t Wp, int64_t Cin, const Tap& tap) {
+  for (int64_t c = 0; c < Cin; ++c) {
+    for (int64_t dy = 0; dy < 3; ++dy) {
+      const float* top = rows + (dy * Wp + 2 * j) * Cin + c;  // pixel 0's tap (dy, 0)
+      const float* bottom = top + Wp * Cin;                  // pixel 2's
+      for (int64_t dx = 0; dx < 3; ++dx)
+        tap(c * 9 + dy * 3 + dx, top[dx * Cin], top[(dx + 1) * Cin], bottom[dx * Cin], bottom[(dx + 1) * Cin]);
+    }
+  }
+}
+
 // Pooled rows [r0, r1) of the 3x3 convolution (stride 1, zero padding 1, no bias) of x (N, H, W, Cin) by wt
 // (Cin * 9 rows of Cp >= C, a multiple of kLanes, zero beyond C; bfloat16 values as float32): each window's four
 // pixels summed in float32 and rounded to bfloat16, as a bfloat16 convolution rounds its output, then pooled into p
@@ -124,43 +146,23 @@ ROWS_LOOP void conv_pool_rows(const bf16* x, const float* wt, bf16* p, uint8_t* 
     uint8_t* __restrict wh = which + r * C;
     for (int64_t o0 = 0; o0 < C; o0 += kLanes) {
       float s0[kLanes] = {}, s1[kLanes] = {}, s2[kLanes] = {}, s3[kLanes] = {};  // the window's pixels 0-3
-      for (int64_t c = 0; c < Cin; ++c) {
-        for (int64_t dy = 0; dy < 3; ++dy) {
-          const float* top = rows + (dy * Wp + 2 * j) * Cin + c;  // pixel 0's tap (dy, 0)
-          const float* bottom = top + Wp * Cin;                  // pixel 2's
-          for (int64_t dx = 0; dx < 3; ++dx) {
-            const float v0 = top[dx * Cin], v1 = top[(dx + 1) * Cin], v2 = bottom[dx * Cin],
-                        v3 = bottom[(dx + 1) * Cin];
-            const float* __restrict w = wt + ((c * 9 + dy * 3 + dx) * Cp + o0);
-            for (int64_t l = 0; l < kLanes; ++l) {
-              s0[l] += v0 * w[l];
-              s1[l] += v1 * w[l];
-              s2[l] += v2 * w[l];
-              s3[l] += v3 * w[l];
-            }
-          }
+      for_each_tap(rows, j, Wp, Cin, [&](int64_t t, float v0, float v1, float v2, float v3) {
+        const float* __restrict w = wt + (t * Cp + o0);
+        for (int64_t l = 0; l < kLanes; ++l) {
+          s0[l] += v0 * w[l];
+          s1[l] += v1 * w[l];
+          s2[l] += v2 * w[l];
+          s3[l] += v3 * w[l];
         }
-      }
-      uint32_t best[kLanes], chosen[kLanes];  // 32-bit lanes, so that the choice runs 16 at a time
-      for (int64_t l = 0; l < kLanes; ++l) {  // choose's choice, in float32 on the bfloat16-rounded sums
-        float bv = bf16_round(s0[l]), v = bf16_round(s1[l]);
-        uint32_t k = 0;
-        bool take = v > bv || v != v;
-        bv = take ? v : bv;
-        k = take ? 1 : k;
-        v = bf16_round(s2[l]);
-        take = v > bv || v != v;
-        bv = take ? v : bv;
-        k = take ? 2 : k;
-        v = bf16_round(s3[l]);
-        take = v > bv || v != v;
-        bv = take ? v : bv;
-        k = take ? 3 : k;
-        std::memcpy(&best[l], &bv, sizeof bv);
-        chosen[l] = k;
-      }
+      });
+      float best[kLanes];
+      uint32_t chosen[kLanes];  // 32-bit lanes, so that the choice runs 16 at a time
+      for (int64_t l = 0; l < kLanes; ++l)
+        choose(bf16_round(s0[l]), bf16_round(s1[l]), bf16_round(s2[l]), bf16_round(s3[l]), best[l], chosen[l]);
       for (int64_t l = 0, lanes = std::min(kLanes, C - o0); l < lanes; ++l) {
-        o[o0 + l] = static_cast<bf16>(best[l] >> 16);
+        uint32_t u;  // best is a bfloat16 value: its top half
+        std::memcpy(&u, &best[l], sizeof u);
+        o[o0 + l] = static_cast<bf16>(u >> 16);
         wh[o0 + l] = static_cast<uint8_t>(chosen[l]);
       }
     }
@@ -270,21 +272,13 @@ ROWS_LOOP void conv_grad_rows(const bf16* dp, const uint8_t* which, const bf16* 
         g[l] = to_float(d[o0 + l]);
         k[l] = kk[o0 + l];
       }
-      for (int64_t c = 0; c < Cin; ++c) {
-        for (int64_t dy = 0; dy < 3; ++dy) {
-          const float* top = rows + (dy * Wp + 2 * j) * Cin + c;  // pixel 0's tap (dy, 0)
-          const float* bottom = top + Wp * Cin;                  // pixel 2's
-          for (int64_t dx = 0; dx < 3; ++dx) {
-            const float v0 = top[dx * Cin], v1 = top[(dx + 1) * Cin], v2 = bottom[dx * Cin],
-                        v3 = bottom[(dx + 1) * Cin];
-            float* __restrict a = acc + ((c * 9 + dy * 3 + dx) * Cp + o0);
-            for (int64_t l = 0; l < kLanes; ++l) {
-              const float v = k[l] == 0 ? v0 : k[l] == 1 ? v1 : k[l] == 2 ? v2 : v3;
-              a[l] += g[l] * v;
-            }
-          }
+      for_each_tap(rows, j, Wp, Cin, [&](int64_t t, float v0, float v1, float v2, float v3) {
+        float* __restrict a = acc + (t * Cp + o0);
+        for (int64_t l = 0; l < kLanes; ++l) {
+          const float v = k[l] == 0 ? v0 : k[l] == 1 ? v1 : k[l] == 2 ? v2 : v3;
+          a[l] += g[l] * v;
         }
-      }
+      });
     }
   }
 }
@@ -370,7 +364,7 @@ std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch:
 }
 
 // forward(conv(x), weight, bias, eps, true) for the 3x3 convolution (stride 1, zero padding 1, no bias) of x (N,
-// Cin, H, W, bfloat16, channels-last) by conv_weight (C, Cin, 3, 3, bfloat16), computed window by window
+// Cin, H, W, bfloat16, channels-last) by conv_weight (C, Cin, 3, 3, rounded to bfloat16), computed window by window
 // (conv_pool_rows), without the convolution's full-size map.
 std::vector<torch::Tensor> conv_forward(torch::Tensor x, torch::Tensor conv_weight, torch::Tensor weight,
                                         torch::Tensor bias, double eps) {
@@ -378,7 +372,7 @@ std::vector<torch::Tensor> conv_forward(torch::Tensor x, torch::Tensor conv_weig
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), C = conv_weight.size(0);
   TORCH_CHECK(conv_weight.dim() == 4 && conv_weight.size(1) == Cin && conv_weight.size(2) == 3 &&
                   conv_weight.size(3) == 3, "bn_relu: the convolution's weight must be (C, Cin, 3, 3)");
-  const int64_t Cp = (C + kLanes - 1) / kLanes * kLanes;
+  const int64_t Cp = padded_channels(C);
   const auto wt = torch::zeros({Cin * 9, Cp}, x.options().dtype(torch::kFloat));
   wt.narrow(1, 0, C).copy_(conv_weight.detach().to(torch::kBFloat16).to(torch::kFloat).reshape({C, Cin * 9}).t());
   torch::Tensor p = torch::empty({N, C, H / 2, W / 2}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
@@ -476,7 +470,7 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor g, torch::Tensor p, torch
   g = g.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), C = p.size(1);
   TORCH_CHECK(p.size(0) == N && p.size(2) == H / 2 && p.size(3) == W / 2, "bn_relu: the input does not pool to the output");
-  const int64_t M = N * (H / 2) * (W / 2), Cp = (C + kLanes - 1) / kLanes * kLanes, K = Cin * 9 * Cp;
+  const int64_t M = N * (H / 2) * (W / 2), Cp = padded_channels(C), K = Cin * 9 * Cp;
   const GradTerms terms = grad_terms(g, p, stats);
   std::vector<float> acc(kBlocks * K, 0.f);
   at::parallel_for(0, kBlocks, 1, [&](int64_t b0, int64_t b1) {

@@ -7,9 +7,9 @@ in two passes each way, on PyTorch's threads. The network's first convolution (3
 gradient, a few channels in) joins its run, and neither its full-size output nor that output's gradient is ever
 written: forward computes the four pixels of each pooling window from the input and keeps the largest, and the
 weight's gradient is summed from the pooled map's gradient and the 3x3 patch of the pixel each pooled value came
-from. (oneDNN took longer for this one-channel convolution than for the 32-to-64-channel one after it.) :class:`ConvNet`, the
-``nn.Sequential`` the ``cnn`` model is, takes these for its runs when all of these hold, and PyTorch's modules
-otherwise (evaluation, export, fp32, a GPU):
+from. (oneDNN took longer for this one-channel convolution than for the 32-to-64-channel one after it.)
+:class:`ConvNet`, the ``nn.Sequential`` the ``cnn`` model is, takes these for its runs when all of these hold,
+and PyTorch's modules otherwise (evaluation, export, fp32, a GPU):
 
 - the module is training and gradients are on; the map is bfloat16 (autocast), channels-last, on the CPU; no hook
   watches the run's modules;
@@ -63,7 +63,7 @@ class _ConvPoolNormReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, conv_weight, weight, bias, eps: float):
         x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)  # as autocast runs the convolution
-        y, p, which, stats = compiled_layers().conv_forward(x, conv_weight.to(torch.bfloat16), weight, bias, eps)
+        y, p, which, stats = compiled_layers().conv_forward(x, conv_weight, weight, bias, eps)  # weight rounded to bf16
         ctx.save_for_backward(x, p, which, stats)
         ctx.dtypes = (conv_weight.dtype, weight.dtype, bias.dtype)
         ctx.mark_non_differentiable(stats)
