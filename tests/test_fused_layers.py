@@ -8,7 +8,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from fittingroom.core.device import cpu_has_fast_bf16
-from fittingroom.models.fused_layers import FUSED_LAYERS, ConvNet, compiled_layers, conv_pool_norm_relu, pool_norm_relu
+from fittingroom.models.fused_layers import (
+    FUSED_LAYERS,
+    SMALL_MAP_PIXELS,
+    ConvNet,
+    compiled_layers,
+    conv_pool_norm_relu,
+    pool_norm_relu,
+    small_map_conv,
+)
 from fittingroom.models.zoo import cnn
 from helpers import make_trainer
 
@@ -166,6 +174,47 @@ def test_the_first_convolution_takes_its_gradient_from_the_pooled_map(ext, shape
     torch.testing.assert_close(norm2.weight.grad, norm.weight.grad, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(norm2.bias.grad, norm.bias.grad, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(norm2.running_var, norm.running_var, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(16, 64, 128, 7, 7), (8, 32, 48, 3, 3), (3, 8, 16, 5, 6), (1, 16, 16, 1, 1)], ids=str)
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_a_small_map_convolution_has_autocasts_gradients(shape, input_grad):
+    """The weight's gradient as a forward convolution over the batch: autocast's to bf16 rounding; the input's
+    gradient and the output are oneDNN's own."""
+    n, c_in, c_out, h, w = shape
+    torch.manual_seed(0)
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False).to(memory_format=CHANNELS_LAST)
+    conv2 = copy.deepcopy(conv)
+    x = bf16_map(n, c_in, h, w)
+    grad = bf16_map(n, c_out, h, w, seed=1)
+    x1, x2 = x.clone().requires_grad_(input_grad), x.clone().requires_grad_(input_grad)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_ref = conv(x1)
+        y = small_map_conv(x2, conv2)
+    y_ref.backward(grad)
+    y.backward(grad)
+    assert torch.equal(y, y_ref)
+    assert conv2.weight.grad.dtype == torch.float32 and conv2.weight.grad.shape == conv.weight.grad.shape
+    close(conv2.weight.grad, conv.weight.grad)
+    assert float((conv2.weight.grad - conv.weight.grad).norm() / conv.weight.grad.norm()) < 0.005
+    if input_grad:
+        torch.testing.assert_close(x2.grad, x1.grad, rtol=0, atol=0)
+    else:
+        assert x2.grad is None
+
+
+def test_the_cnn_takes_the_small_map_convolution_from_7x7_down(ext, monkeypatch):
+    from fittingroom.models import fused_layers
+
+    sizes = []
+    real = fused_layers.small_map_conv
+    monkeypatch.setattr(fused_layers, "small_map_conv", lambda x, conv: sizes.append(tuple(x.shape[1:])) or real(x, conv))
+    model = cnn(widths=(16, 32, 64, 64), convs=(1, 2, 2, 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.rand(4, 28, 28)).sum().backward()
+    assert SMALL_MAP_PIXELS == 49
+    assert sizes == [(32, 7, 7), (64, 7, 7), (64, 3, 3)]  # not the 14x14 ones
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in model if isinstance(m, nn.Conv2d))
 
 
 def test_the_cnn_trains_its_first_convolution_in_the_fused_run(ext, monkeypatch):

@@ -7,7 +7,9 @@ in two passes each way, on PyTorch's threads. The network's first convolution (3
 gradient, a few channels in) joins its run, and neither its full-size output nor that output's gradient is ever
 written: forward computes the four pixels of each pooling window from the input and keeps the largest, and the
 weight's gradient is summed from the pooled map's gradient and the 3x3 patch of the pixel each pooled value came
-from. (oneDNN took longer for this one-channel convolution than for the 32-to-64-channel one after it.)
+from. (oneDNN took longer for this one-channel convolution than for the 32-to-64-channel one after it.) The 3x3
+convolutions on maps of 7x7 and smaller take their weight's gradient from a forward convolution over the batch
+(``small_map_conv``), which oneDNN runs near the CPU's peak where its weight-gradient kernel, without AMX, does not.
 :class:`ConvNet`, the ``nn.Sequential`` the ``cnn`` model is, takes these for its runs when all of these hold,
 and PyTorch's modules otherwise (evaluation, export, fp32, a GPU):
 
@@ -33,6 +35,11 @@ from ..core.extensions import Extension
 
 FUSED_LAYERS = Extension(Path(__file__).with_name("fused_layers.cpp"), "fittingroom_fused_layers",
                          "the CNN's fused layers")
+
+
+# The largest map (in pixels) whose 3x3 convolutions take their weight gradient from a forward convolution
+# (small_map_conv): 7x7 and below, where it took 0.6-1.8 ms less than oneDNN's (the cnn's 14x14 took longer).
+SMALL_MAP_PIXELS = 49
 
 
 def compiled_layers():
@@ -75,6 +82,40 @@ class _ConvPoolNormReLU(torch.autograd.Function):
         x, p, which, stats = ctx.saved_tensors
         dconv, dweight, dbias = compiled_layers().conv_backward(grad_y, p, which, stats, x)
         return None, dconv.to(ctx.dtypes[0]), dweight.to(ctx.dtypes[1]), dbias.to(ctx.dtypes[2]), None
+
+
+class _SmallMapConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight):
+        w = weight.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)  # as autocast casts it
+        ctx.save_for_backward(x, w)
+        ctx.weight_dtype = weight.dtype
+        return torch.ops.aten.convolution(x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, w = ctx.saved_tensors
+        grad_y = grad_y.contiguous(memory_format=torch.channels_last)
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.ops.aten.convolution_backward(grad_y, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                     [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            # dw[o, i, a, b] = sum over n, h, w of grad_y[n, o, h, w] x[n, i, h + a - 1, w + b - 1]: a convolution
+            # of the input's channels (as a batch) by the gradient's (as filters), the batch the summed channel.
+            dw = torch.ops.aten.convolution(x.transpose(0, 1).contiguous(), grad_y.transpose(0, 1).contiguous(), None,
+                                            [1, 1], [1, 1], [1, 1], False, [0, 0], 1)  # (in, out, 3, 3)
+            dw = dw.transpose(0, 1).to(ctx.weight_dtype).contiguous(memory_format=torch.channels_last)
+        return dx, dw
+
+
+def small_map_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(x)`` in training for a 3x3 convolution (stride 1, padding 1, no bias) on a bf16 channels-last map of
+    at most ``SMALL_MAP_PIXELS`` pixels: the same forward pass and input gradient as oneDNN's, and the weight's
+    gradient as a forward convolution (over the batch) instead of oneDNN's weight-gradient kernel, which on CPUs
+    without AMX runs these maps at about half the forward pass's rate (benchmarks/README.md)."""
+    return _SmallMapConv.apply(x, conv.weight)
 
 
 def conv_pool_norm_relu(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d) -> torch.Tensor:
@@ -180,6 +221,12 @@ class ConvNet(nn.Sequential):
                 x = pool_norm_relu(x, layers[stop - 2], pool)
                 i = stop
                 continue
-            x = layers[i](x)
+            if (_fusable_conv(layers[i]) and layers[i].weight.requires_grad and _autocast_bf16()
+                    and x.dtype == torch.bfloat16 and x.dim() == 4 and x.shape[1] == layers[i].in_channels
+                    and x.is_contiguous(memory_format=torch.channels_last)
+                    and x.shape[2] * x.shape[3] <= SMALL_MAP_PIXELS and not _hooked(layers[i])):
+                x = small_map_conv(x, layers[i])
+            else:
+                x = layers[i](x)
             i += 1
         return x
