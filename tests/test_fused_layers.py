@@ -203,6 +203,14 @@ def test_a_small_map_convolution_has_autocasts_gradients(shape, input_grad):
         assert x2.grad is None
 
 
+@pytest.mark.parametrize("shape", [(128, 128, 7, 7), (5, 3, 3, 2), (2, 16, 1, 1), (9, 1, 4, 4)], ids=str)
+def test_the_compiled_transpose_puts_the_batch_in_place_of_the_channels(ext, shape):
+    x = bf16_map(*shape)
+    assert torch.equal(ext.batch_channel_transpose(x), x.transpose(0, 1).contiguous())
+    with pytest.raises(RuntimeError, match="channels-last"):
+        ext.batch_channel_transpose(x.contiguous() if shape[1] > 1 and shape[2] * shape[3] > 1 else x.float())
+
+
 def test_the_cnn_takes_the_small_map_convolution_from_7x7_down(ext, monkeypatch):
     from fittingroom.models import fused_layers
 

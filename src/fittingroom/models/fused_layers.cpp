@@ -498,6 +498,27 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor g, torch::Tensor p, torch
   return {dconv, terms.dweight, terms.dbias};
 }
 
+// x (N, C, H, W), bfloat16, channels-last, as (C, N, H, W) contiguous: the batch as the channels of the forward
+// convolution that gives a small map's weight gradient (small_map_conv in fused_layers.py). Each image's (H * W, C)
+// block is read while in cache and written one channel's run of H * W values at a time.
+ROWS_LOOP void transpose_images(const bf16* x, bf16* out, int64_t n0, int64_t n1, int64_t N, int64_t HW, int64_t C) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const bf16* src = x + n * HW * C;
+    for (int64_t c = 0; c < C; ++c) {
+      bf16* dst = out + (c * N + n) * HW;
+      for (int64_t p = 0; p < HW; ++p) dst[p] = src[p * C + c];
+    }
+  }
+}
+
+torch::Tensor batch_channel_transpose(torch::Tensor x) {
+  check_map(x, "the map");
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  torch::Tensor out = torch::empty({C, N, x.size(2), x.size(3)}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  at::parallel_for(0, N, 8, [&](int64_t n0, int64_t n1) { transpose_images(bits(x), bits_out(out), n0, n1, N, HW, C); });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -505,4 +526,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_forward", &conv_forward, "forward of a 3x3 convolution's output, computed without its full-size map");
   m.def("backward", &backward, "the gradients of forward's input, weight and bias");
   m.def("conv_backward", &conv_backward, "the gradients of a 3x3 convolution's weight before forward, and of its own");
+  m.def("batch_channel_transpose", &batch_channel_transpose, "a channels-last (N, C, H, W) map as (C, N, H, W)");
 }

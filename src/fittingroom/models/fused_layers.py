@@ -88,14 +88,15 @@ class _SmallMapConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight):
         w = weight.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)  # as autocast casts it
-        ctx.save_for_backward(x, w)
+        x_t = _batch_as_channels(x) if ctx.needs_input_grad[1] else None  # while x is in cache
+        ctx.save_for_backward(x, w, x_t)
         ctx.weight_dtype = weight.dtype
         return torch.ops.aten.convolution(x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
-        x, w = ctx.saved_tensors
+        x, w, x_t = ctx.saved_tensors
         grad_y = grad_y.contiguous(memory_format=torch.channels_last)
         dx = dw = None
         if ctx.needs_input_grad[0]:
@@ -104,10 +105,17 @@ class _SmallMapConv(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             # dw[o, i, a, b] = sum over n, h, w of grad_y[n, o, h, w] x[n, i, h + a - 1, w + b - 1]: a convolution
             # of the input's channels (as a batch) by the gradient's (as filters), the batch the summed channel.
-            dw = torch.ops.aten.convolution(x.transpose(0, 1).contiguous(), grad_y.transpose(0, 1).contiguous(), None,
+            dw = torch.ops.aten.convolution(x_t, _batch_as_channels(grad_y), None,
                                             [1, 1], [1, 1], [1, 1], False, [0, 0], 1)  # (in, out, 3, 3)
             dw = dw.transpose(0, 1).to(ctx.weight_dtype).contiguous(memory_format=torch.channels_last)
         return dx, dw
+
+
+def _batch_as_channels(x: torch.Tensor) -> torch.Tensor:
+    """A channels-last (N, C, H, W) map as a contiguous (C, N, H, W) one (the compiled layers' transpose: 0.13 ms
+    against PyTorch's 0.35 ms for a 128x128x7x7 map in cache)."""
+    ext = compiled_layers()
+    return ext.batch_channel_transpose(x) if ext is not None else x.transpose(0, 1).contiguous()
 
 
 def small_map_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
