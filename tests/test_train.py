@@ -67,6 +67,7 @@ def test_normalize_standardises_the_input_by_the_training_images(tiny_data):
      "schedule": "cosine", "warmup_epochs": 1.0, "label_smoothing": 0.1, "grad_clip": 1.0},
     {"optimizer": "adamw", "schedule": "onecycle", "weight_decay": 0.01, "label_smoothing": 0.1, "precision": "bf16",
      "normalize": True},  # the fused MLP step with the optimizer's own state
+    {"prune": 0.5, "label_smoothing": 0.1, "translate": 1},  # the second epoch prunes by the first one's losses
 ])
 def test_resume_from_checkpoint_gives_identical_weights(tiny_data, tmp_path, changes):
     full = make_trainer(tiny_data, deterministic=True, epochs=3, **changes)

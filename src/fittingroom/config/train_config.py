@@ -74,6 +74,7 @@ class TrainConfig:
     final_lr_ratio: float = 0.0  # cosine/onecycle end at lr * final_lr_ratio
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global gradient norm
+    prune: float = 0.0  # InfoBatch: the chance of skipping a well-learned example in an epoch (0: every example)
     # knowledge distillation (None: learn from the labels alone)
     teacher: str | None = None  # a finished run/model folder, or a preset trained first into RUN/teacher
     distill_weight: float = 0.9  # share of the loss from matching the teacher (the rest: the labels)
@@ -144,7 +145,7 @@ class TrainConfig:
                 _int_in(name, getattr(self, name), 1, MAX_INT)
         if not self.lr > 0:
             raise ConfigError(f"`lr` must be a positive number; received lr={self.lr!r}")
-        for name in ("momentum", "label_smoothing", "erase", "color_jitter", "final_lr_ratio"):
+        for name in ("momentum", "label_smoothing", "erase", "color_jitter", "final_lr_ratio", "prune"):
             value = getattr(self, name)
             if not 0 <= value < 1 and not (name == "final_lr_ratio" and value == 1):
                 raise ConfigError(f"`{name}` must be in [0, 1); received {name}={value!r}")
@@ -166,6 +167,9 @@ class TrainConfig:
             raise ConfigError(f"`grad_clip` must be a positive number; received grad_clip={self.grad_clip!r}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ConfigError("`nesterov` needs optimizer='sgd' with a non-zero momentum")
+        if self.prune and self.teacher is not None:
+            raise ConfigError("`prune` weights each example's loss, which distillation (`teacher`) does not take; "
+                              "set prune=0 or leave out the teacher")
         return self
 
     def _check_images(self) -> None:

@@ -72,6 +72,7 @@ def why_not_fused(config, model: nn.Module, precision: str, distributed: bool, s
         (not config.fused, "fused=False"),
         (plain_mlp_layers(model) is None, "the model is not [Normalize] -> Flatten -> (Linear -> ReLU)* -> Linear"),
         (config.teacher is not None, "distillation"),
+        (bool(config.prune), "data pruning"),
         (config.augmenting, "augmentation"),
         (bool(config.grad_clip), "gradient clipping"),
         (precision not in PRECISIONS, f"{precision} precision"),

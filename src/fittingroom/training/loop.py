@@ -37,6 +37,7 @@ from .checkpoint import META_KEY, load_checkpoint, optimizer_from_parts, optimiz
 from .distill import distillation_loss
 from .fused import FusedMLPStep, epoch_loss_and_correct, why_not_fused
 from .optim import build_optimizer, lr_multiplier, set_lr
+from .pruning import ExamplePruner
 
 # The fused step keeps the whole training set ready for its first layer (float, normalised) up to this size.
 FUSED_INPUTS_BYTES = 1 << 30
@@ -117,6 +118,11 @@ class Trainer:
                 f"the batch is split evenly between them"
             )
         self.local_batch = config.batch_size // world
+        if config.prune and world > 1:
+            raise ConfigError(f"prune={config.prune} trains one process (each would prune its own examples' "
+                              f"losses); run it without torchrun, or set prune=0")
+        # Dynamic data pruning (pruning.py): the examples each epoch trains on, from their last losses.
+        self.pruner = ExamplePruner(config.prune, len(self.y_train), config.epochs, device) if config.prune else None
         # Every process sees ceil(N / world) examples per epoch (the shortfall is filled by wrapping round).
         self.local_examples = math.ceil(len(self.x_train) / world)
         self.steps_per_epoch = math.ceil(self.local_examples / self.local_batch)
@@ -213,6 +219,9 @@ class Trainer:
         perm = torch.randperm(len(self.x_train), generator=self.shuffle_gen)
         if world > 1:
             perm = perm.repeat(2)[: self.local_examples * world][rank::world]
+        if self.pruner is not None:
+            perm = self.pruner.choose(perm, epoch, self.shuffle_gen, self.local_batch)
+        steps = math.ceil(len(perm) / self.local_batch)  # steps_per_epoch, or fewer where pruning skips examples
         augmenting = cfg.augmenting
         scheduled = cfg.schedule != "constant" or cfg.warmup_epochs > 0 or self.lr_factor != 1.0
         first_step = epoch * self.steps_per_epoch
@@ -226,11 +235,17 @@ class Trainer:
             xb = to_float(xb)  # (B, H, W) in [0, 1]
             if augmenting:
                 xb = augment_batch(xb, self.augment_gen, cfg.translate, cfg.flip, cfg.erase, cfg.color_jitter)
-            if scheduled:
-                set_lr(opt, cfg.lr * self.lr_factor * lr_multiplier(cfg, first_step + step, self.steps_per_epoch))
+            if scheduled:  # a pruned epoch's steps run through the whole epoch's part of the schedule
+                at = first_step + step * self.steps_per_epoch // steps
+                set_lr(opt, cfg.lr * self.lr_factor * lr_multiplier(cfg, at, self.steps_per_epoch))
             with autocast(self.device, self.precision):
                 logits = model(xb)  # (B, classes)
-            loss = self.loss_fn(logits.float(), yb)
+            if self.pruner is not None:
+                losses = nn.functional.cross_entropy(logits.float(), yb, reduction="none",
+                                                     label_smoothing=cfg.label_smoothing)
+                loss = self.pruner.loss(losses, idx)
+            else:
+                loss = self.loss_fn(logits.float(), yb)
             if self.teacher_logp is not None:
                 soft = distillation_loss(logits, self.teacher_logp[idx], cfg.distill_temperature)
                 loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * soft
@@ -240,7 +255,7 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip)
             opt.step()
             with torch.no_grad():
-                loss_sum += loss.detach() * len(yb)
+                loss_sum += losses.detach().sum() if self.pruner is not None else loss.detach() * len(yb)
                 correct += (logits.argmax(1) == yb).sum()
             if self._batch_hooks:
                 seen = (step + 1) * self.local_batch
@@ -335,7 +350,7 @@ class Trainer:
     def batches(self, perm: torch.Tensor):
         """(uint8 images, labels, their indices in the training set) of each step, in the order of ``perm``."""
         perm = perm.to(self.device)
-        steps = [slice(step * self.local_batch, (step + 1) * self.local_batch) for step in range(self.steps_per_epoch)]
+        steps = [slice(start, start + self.local_batch) for start in range(0, len(perm), self.local_batch)]
         if self.streaming:
             from ..data.folder import iterate_batches
 
@@ -373,6 +388,8 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         tensors = {"model": self.raw_model.state_dict(), "optim": optim_tensors, "rng": rng}
+        if self.pruner is not None:
+            tensors["prune"] = self.pruner.state()
         for cb in self.callbacks:
             if cb.get_tensors():
                 tensors[f"cb.{cb.name}"] = cb.get_tensors()
@@ -404,6 +421,8 @@ class Trainer:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RunError(f"{path}: the checkpoint does not fit the model and optimizer that config.json describes "
                            f"({reason.rstrip(':.')}); put config.json back as the run wrote it, or start a new run") from None
+        if self.pruner is not None and "prune" in groups:
+            self.pruner.load_state({k: v.to(self.device) for k, v in groups["prune"].items()})
         rng = groups["rng"]
         torch.set_rng_state(rng["torch"])
         self.shuffle_gen.set_state(rng["shuffle"])
