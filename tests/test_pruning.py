@@ -26,7 +26,7 @@ def test_the_first_epoch_and_the_last_eighth_train_on_every_example():
     assert not any(ExamplePruner(0.0, 10, 16, torch.device("cpu")).prunes(e) for e in range(16))
     perm = torch.randperm(1000)
     for epoch in (0, 14, 15):
-        assert torch.equal(pruner.choose(perm, epoch, torch.Generator().manual_seed(0), 1), perm)
+        assert torch.equal(pruner.choose(perm, epoch, torch.Generator().manual_seed(0)), perm)
         assert torch.equal(pruner.weights, torch.ones(1000))
 
 
@@ -34,7 +34,7 @@ def test_a_pruned_epoch_skips_well_learned_examples_and_weighs_the_kept_ones_up(
     n, prune = 1000, 0.5
     pruner = pruner_with_losses(n, prune)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
-    kept = pruner.choose(perm, 3, torch.Generator().manual_seed(2), 1)
+    kept = pruner.choose(perm, 3, torch.Generator().manual_seed(2))
     hard = torch.arange(n) >= n * (1 - KEPT_HARDEST)  # the highest losses
     assert set(torch.arange(n)[hard].tolist()) <= set(kept.tolist())  # the hardest always train
     assert torch.equal(kept, perm[torch.isin(perm, kept)])  # in the shuffled order
@@ -44,13 +44,13 @@ def test_a_pruned_epoch_skips_well_learned_examples_and_weighs_the_kept_ones_up(
     assert torch.all(pruner.weights[hard] == 1) and torch.all(pruner.weights[~hard] == 1 / (1 - prune))
     # unbiased: the kept examples' weights sum, in expectation, to the number of examples
     assert abs(float(pruner.weights[kept].sum()) - n) < 4 * math.sqrt(easy)
-    again = pruner_with_losses(n, prune).choose(perm, 3, torch.Generator().manual_seed(2), 1)
+    again = pruner_with_losses(n, prune).choose(perm, 3, torch.Generator().manual_seed(2))
     assert torch.equal(kept, again)  # the same draws, the same examples
 
 
 def test_the_loss_is_the_weighted_mean_and_records_each_examples_loss():
     pruner = pruner_with_losses(100)
-    pruner.choose(torch.arange(100), 1, torch.Generator().manual_seed(0), 1)
+    pruner.choose(torch.arange(100), 1, torch.Generator().manual_seed(0))
     idx = torch.tensor([0, 99])  # well learned (weight 2) and among the hardest (weight 1)
     loss = pruner.loss(torch.tensor([1.0, 3.0]), idx)
     assert float(loss) == pytest.approx((2 * 1.0 + 1 * 3.0) / 2)
@@ -60,21 +60,13 @@ def test_the_loss_is_the_weighted_mean_and_records_each_examples_loss():
 def test_examples_never_seen_are_never_skipped():
     pruner = ExamplePruner(0.9, 100, 10, torch.device("cpu"))
     pruner.loss(torch.zeros(50), torch.arange(50))  # only the first half was seen
-    kept = pruner.choose(torch.arange(100), 2, torch.Generator().manual_seed(0), 1)
+    kept = pruner.choose(torch.arange(100), 2, torch.Generator().manual_seed(0))
     assert set(range(50, 100)) <= set(kept.tolist())
 
 
-@pytest.mark.parametrize("batch", [7, 64, 1000])
-def test_a_pruned_epoch_trains_whole_batches(batch):
-    n = 1000
-    pruner = pruner_with_losses(n)
-    kept = pruner.choose(torch.randperm(n), 5, torch.Generator().manual_seed(0), batch)
-    assert 0 < len(kept) < n
-    assert len(kept) % batch == 0 if batch < len(kept) else set(kept.tolist()) <= set(range(n))  # else one batch
-
-
 def test_a_pruned_cnn_run_never_leaves_batch_norm_one_example(tiny_data):
-    """The pruned epochs' last batch would often hold a single image, which batch norm refuses in training."""
+    """A pruned epoch's last batch would often hold a single image, which batch norm refuses in training: the
+    trainer leaves it out."""
     trainer = make_trainer(tiny_data, model="cnn", model_args={"widths": [4, 8, 8, 8], "convs": [1, 1, 1, 1]},
                            epochs=5, prune=0.5, batch_size=3, lr=0.01)
     trainer.fit()  # 200 images, epochs 1-3 keep about 116 each: with seed 42 one would end on a single image

@@ -160,3 +160,19 @@ def test_augmentation_is_reproducible_from_the_generator_state():
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert torch.equal(translate(x, 2, g1), translate(x, 2, g2))
     np.testing.assert_array_equal(erase(x, 1.0, g1).numpy(), erase(x, 1.0, g2).numpy())
+
+
+def test_a_batch_norm_model_leaves_out_an_epochs_last_batch_of_one_image(tiny_data):
+    """200 training images in batches of 199: batch norm cannot train on the last one alone."""
+    seen = []
+
+    class Count(Callback):
+        def on_train_batch_end(self, step, logs):
+            seen.append(step)
+
+    trainer = make_trainer(tiny_data, [Count()], model="cnn", model_args={"widths": [4, 8, 8, 8], "convs": [1, 1, 1, 1]},
+                           epochs=2, batch_size=199)
+    trainer.fit()
+    assert trainer.steps_per_epoch == 1 and seen == [0, 0]
+    plain = make_trainer(tiny_data, epochs=1, batch_size=199, fused=False)  # no batch norm: every image trains
+    assert plain.steps_per_epoch == 2

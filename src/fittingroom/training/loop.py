@@ -126,6 +126,11 @@ class Trainer:
         # Every process sees ceil(N / world) examples per epoch (the shortfall is filled by wrapping round).
         self.local_examples = math.ceil(len(self.x_train) / world)
         self.steps_per_epoch = math.ceil(self.local_examples / self.local_batch)
+        # Batch norm cannot train on a single image: an epoch that would end on a batch of one leaves it out (another
+        # image each epoch, as the shuffle falls).
+        self.batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.raw_model.modules())
+        if self.batch_norm and self.local_examples % self.local_batch == 1 and self.local_examples > 1:
+            self.steps_per_epoch -= 1
 
         self.history: dict[str, list[float]] = {}
         self.epoch = 0
@@ -220,7 +225,9 @@ class Trainer:
         if world > 1:
             perm = perm.repeat(2)[: self.local_examples * world][rank::world]
         if self.pruner is not None:
-            perm = self.pruner.choose(perm, epoch, self.shuffle_gen, self.local_batch)
+            perm = self.pruner.choose(perm, epoch, self.shuffle_gen)
+        if self.batch_norm and len(perm) % self.local_batch == 1 and len(perm) > 1:
+            perm = perm[:-1]
         steps = math.ceil(len(perm) / self.local_batch)  # steps_per_epoch, or fewer where pruning skips examples
         augmenting = cfg.augmenting
         scheduled = cfg.schedule != "constant" or cfg.warmup_epochs > 0 or self.lr_factor != 1.0
