@@ -424,12 +424,12 @@ class Trainer:
         try:
             self.raw_model.load_state_dict({k: v.to(self.device) for k, v in groups["model"].items()})
             self.optimizer.load_state_dict(optimizer_from_parts(groups.get("optim", {}), meta["optimizer"]))
+            if self.pruner is not None and "prune" in groups:
+                self.pruner.load_state({k: v.to(self.device) for k, v in groups["prune"].items()})
         except (KeyError, RuntimeError, ValueError) as exc:  # another model, width or optimizer than config.json's
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RunError(f"{path}: the checkpoint does not fit the model and optimizer that config.json describes "
                            f"({reason.rstrip(':.')}); put config.json back as the run wrote it, or start a new run") from None
-        if self.pruner is not None and "prune" in groups:
-            self.pruner.load_state({k: v.to(self.device) for k, v in groups["prune"].items()})
         rng = groups["rng"]
         torch.set_rng_state(rng["torch"])
         self.shuffle_gen.set_state(rng["shuffle"])
