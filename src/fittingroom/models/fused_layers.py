@@ -107,7 +107,7 @@ class _SmallMapConv(torch.autograd.Function):
             # of the input's channels (as a batch) by the gradient's (as filters), the batch the summed channel.
             dw = torch.ops.aten.convolution(x_t, _batch_as_channels(grad_y), None,
                                             [1, 1], [1, 1], [1, 1], False, [0, 0], 1)  # (in, out, 3, 3)
-            dw = dw.transpose(0, 1).to(ctx.weight_dtype).contiguous(memory_format=torch.channels_last)
+            dw = dw.transpose(0, 1).to(ctx.weight_dtype, memory_format=torch.channels_last)  # one copy
         return dx, dw
 
 

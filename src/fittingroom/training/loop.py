@@ -98,7 +98,9 @@ class Trainer:
                 self.raw_model, device_ids=[device.index] if device.type == "cuda" else None
             )
         self.optimizer = build_optimizer(self.raw_model, config)
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        # Pruning (pruning.py) weighs each example's loss itself.
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing,
+                                           reduction="none" if config.prune else "mean")
         self.teacher_logp = teacher_logp  # (N, classes) for the training images, in their stored order
         self.set_callbacks(callbacks)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
@@ -129,7 +131,7 @@ class Trainer:
         # Batch norm cannot train on a single image: an epoch that would end on a batch of one leaves it out (another
         # image each epoch, as the shuffle falls).
         self.batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.raw_model.modules())
-        if self.batch_norm and self.local_examples % self.local_batch == 1 and self.local_examples > 1:
+        if self._ends_on_one_image(self.local_examples):
             self.steps_per_epoch -= 1
 
         self.history: dict[str, list[float]] = {}
@@ -226,7 +228,7 @@ class Trainer:
             perm = perm.repeat(2)[: self.local_examples * world][rank::world]
         if self.pruner is not None:
             perm = self.pruner.choose(perm, epoch, self.shuffle_gen)
-        if self.batch_norm and len(perm) % self.local_batch == 1 and len(perm) > 1:
+        if self._ends_on_one_image(len(perm)):
             perm = perm[:-1]
         steps = math.ceil(len(perm) / self.local_batch)  # steps_per_epoch, or fewer where pruning skips examples
         augmenting = cfg.augmenting
@@ -247,12 +249,9 @@ class Trainer:
                 set_lr(opt, cfg.lr * self.lr_factor * lr_multiplier(cfg, at, self.steps_per_epoch))
             with autocast(self.device, self.precision):
                 logits = model(xb)  # (B, classes)
+            loss = self.loss_fn(logits.float(), yb)
             if self.pruner is not None:
-                losses = nn.functional.cross_entropy(logits.float(), yb, reduction="none",
-                                                     label_smoothing=cfg.label_smoothing)
-                loss = self.pruner.loss(losses, idx)
-            else:
-                loss = self.loss_fn(logits.float(), yb)
+                losses, loss = loss, self.pruner.loss(loss, idx)  # each example's, and their weighted mean
             if self.teacher_logp is not None:
                 soft = distillation_loss(logits, self.teacher_logp[idx], cfg.distill_temperature)
                 loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * soft
@@ -353,6 +352,10 @@ class Trainer:
         for cb in self._batch_hooks:
             cb.on_train_batch_end(run[-1], running)
         return counted
+
+    def _ends_on_one_image(self, examples: int) -> bool:
+        """Whether an epoch of ``examples`` would end on a batch of one image, which batch norm cannot train on."""
+        return self.batch_norm and examples > 1 and examples % self.local_batch == 1
 
     def batches(self, perm: torch.Tensor):
         """(uint8 images, labels, their indices in the training set) of each step, in the order of ``perm``."""
