@@ -276,19 +276,115 @@ def test_a_cnn_training_step_is_as_accurate_as_the_modules(ext, monkeypatch):
     for (name, a), b in zip(fused.state_dict().items(), plain.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)  # the running statistics
     fused.eval(), plain.eval()
-    with torch.no_grad():  # evaluation takes PyTorch's modules: the same function of the same state
+    with torch.no_grad():  # evaluation in fp32 takes PyTorch's modules: the same function of the same state
         torch.testing.assert_close(fused(x), plain(x), rtol=1e-4, atol=1e-4)
 
 
-def test_fp32_and_evaluation_take_the_modules(ext, monkeypatch):
+class CountedLayers:
+    """The compiled layers, counting the calls of ``infer``."""
+
+    def __init__(self, ext):
+        self.ext, self.infers = ext, 0
+
+    def __getattr__(self, name):
+        return getattr(self.ext, name)
+
+    def infer(self, *args):
+        self.infers += 1
+        return self.ext.infer(*args)
+
+
+def test_fp32_and_evaluation_with_gradients_take_the_modules(ext, monkeypatch):
     for name in ("pool_norm_relu", "conv_pool_norm_relu"):
         monkeypatch.setattr(f"fittingroom.models.fused_layers.{name}", lambda *a: pytest.fail("the fused layers ran"))
+    counted = CountedLayers(ext)
+    monkeypatch.setattr("fittingroom.models.fused_layers.compiled_layers", lambda: counted)
     model = cnn(widths=(16, 32), convs=(1, 1))
     x = torch.rand(4, 28, 28)
     model(x).sum().backward()  # fp32
     model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        model(x)
+        model(x).sum().backward()  # a saliency map's gradient, through the modules
+    with torch.no_grad():
+        model(x)  # fp32 without gradients
+    assert counted.infers == 0
+
+
+def eval_norm_layer(c, seed=2):
+    """A batch norm in evaluation with running statistics of its own."""
+    norm = norm_layer(c, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        norm.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
+        norm.running_var.copy_(torch.rand(c, generator=g) * 3 + 0.2)
+    return norm.eval()
+
+
+@pytest.mark.parametrize("pool", [False, True], ids=["norm-relu", "pool-norm-relu"])
+@pytest.mark.parametrize("shape", [(16, 32, 14, 14), (3, 8, 9, 6), (2, 5, 3, 3)], ids=str)
+def test_evaluation_normalises_with_the_running_statistics(ext, pool, shape):
+    from fittingroom.models.fused_layers import _eval_affine
+
+    x = bf16_map(*shape)
+    x[0, 0, 0, :2] = float("nan")  # NaN chosen and kept as PyTorch keeps it
+    norm = eval_norm_layer(shape[1])
+    with torch.no_grad():
+        expected = F.relu(norm(F.max_pool2d(x, 2) if pool else x))
+        y = ext.infer(x, None, *_eval_affine(norm), pool)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=CHANNELS_LAST)
+    assert torch.equal(y.isnan(), expected.isnan()) and y.isnan().any()
+    close(y.nan_to_num(), expected.nan_to_num())
+
+
+@pytest.mark.parametrize("shape", [(8, 1, 28, 28, 32), (4, 3, 9, 7, 16), (2, 2, 5, 6, 8)], ids=str)
+def test_evaluation_takes_the_first_convolution_with_its_run(ext, shape):
+    from fittingroom.models.fused_layers import _eval_affine
+
+    n, cin, h, w, c = shape
+    x = bf16_map(n, cin, h, w)
+    conv = nn.Conv2d(cin, c, 3, padding=1, bias=False)
+    norm = eval_norm_layer(c)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = F.relu(norm(F.max_pool2d(conv(x), 2)))
+        y = ext.infer(x, conv.weight, *_eval_affine(norm), True)
+    assert y.shape == (n, c, h // 2, w // 2)
+    close(y, expected)
+
+
+@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="bf16 autocast is slow here: the cnn evaluates in fp32")
+def test_a_cnn_evaluates_without_gradients_through_the_fused_runs(ext, monkeypatch):
+    """Each run, the first convolution's included, in one compiled call; the modules' function of the same state."""
+    counted = CountedLayers(ext)
+    monkeypatch.setattr("fittingroom.models.fused_layers.compiled_layers", lambda: counted)
+    model = cnn(widths=(16, 32, 64), convs=(1, 2, 1))
+    x = torch.rand(16, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for _ in range(3):  # running statistics of its own
+            model(x).sum().backward()
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = model(x)
+        assert counted.infers == len(model.runs())  # one call a run, the first with its convolution
+        monkeypatch.setattr(FUSED_LAYERS, "loaded", "switched off")
+        plain = model(x)
+    close(fused, plain)
+
+
+@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="bf16 autocast is slow here: the cnn evaluates in fp32")
+def test_training_mode_without_gradients_updates_the_statistics_as_the_modules_do(ext, monkeypatch):
+    counted = CountedLayers(ext)
+    monkeypatch.setattr("fittingroom.models.fused_layers.compiled_layers", lambda: counted)
+    base = cnn(widths=(16, 32), convs=(1, 1))
+    x = torch.rand(8, 28, 28, generator=torch.Generator().manual_seed(0))
+    fused, plain = copy.deepcopy(base), copy.deepcopy(base)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fused(x)
+        monkeypatch.setattr(FUSED_LAYERS, "loaded", "switched off")
+        plain(x)
+    assert counted.infers == 0
+    for (name, a), b in zip(fused.state_dict().items(), plain.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert fused[3].num_batches_tracked == 1
 
 
 def test_a_hooked_run_takes_the_modules_so_that_its_hook_sees_the_call(ext, monkeypatch):

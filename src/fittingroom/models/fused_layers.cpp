@@ -385,6 +385,42 @@ std::vector<torch::Tensor> conv_forward(torch::Tensor x, torch::Tensor conv_weig
   return {out[0], p, which, out[1]};
 }
 
+// In evaluation: relu(p * scale + shift) (batch norm with its running statistics, as a scale and a shift per
+// channel, float32) for p = pool(conv(x)) when conv_weight is given (as conv_forward, without the full-size map),
+// pool(x) with pool, or x itself; each block of rows pooled and normalised while in cache.
+torch::Tensor infer(torch::Tensor x, c10::optional<torch::Tensor> conv_weight, torch::Tensor scale,
+                    torch::Tensor shift, bool pool) {
+  check_map(x, "the input");
+  const bool conv = conv_weight.has_value();
+  TORCH_CHECK(pool || !conv, "bn_relu: a convolution is taken with its pooling");
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t C = conv ? conv_weight->size(0) : Cin, Ho = pool ? H / 2 : H, Wo = pool ? W / 2 : W;
+  const auto sc = scale.detach().to(torch::kFloat).contiguous(), sh = shift.detach().to(torch::kFloat).contiguous();
+  TORCH_CHECK(sc.numel() == C && sh.numel() == C, "bn_relu: one scale and shift per channel");
+  torch::Tensor y = torch::empty({N, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const int64_t M = N * Ho * Wo, Cp = padded_channels(C);
+  if (M == 0) return y;
+  torch::Tensor wt;
+  if (conv) {
+    TORCH_CHECK(conv_weight->dim() == 4 && conv_weight->size(1) == Cin && conv_weight->size(2) == 3 &&
+                    conv_weight->size(3) == 3, "bn_relu: the convolution's weight must be (C, Cin, 3, 3)");
+    wt = torch::zeros({Cin * 9, Cp}, x.options().dtype(torch::kFloat));
+    wt.narrow(1, 0, C).copy_(conv_weight->detach().to(torch::kBFloat16).to(torch::kFloat).reshape({C, Cin * 9}).t());
+  }
+  torch::Tensor p = pool ? torch::empty({M * C}, x.options()) : x;
+  torch::Tensor which = torch::empty({pool ? M * C : 0}, x.options().dtype(torch::kUInt8));
+  at::parallel_for(0, M, 64, [&](int64_t r0, int64_t r1) {
+    std::vector<float> rows(conv ? 4 * (W + 2) * Cin : 0);
+    if (conv)
+      conv_pool_rows(bits(x), wt.data_ptr<float>(), bits_out(p), which.data_ptr<uint8_t>(), r0, r1, H, W, Cin, C,
+                     Cp, rows.data());
+    else if (pool)
+      pool_rows(bits(x), bits_out(p), which.data_ptr<uint8_t>(), r0, r1, H, W, C);
+    normalize_rows(bits(p), bits_out(y), r0, r1, C, sc.data_ptr<float>(), sh.data_ptr<float>());
+  });
+  return y;
+}
+
 // What the gradient of the normalised map needs: per channel, the forward pass's mean, scale and shift (rows of
 // forward's statistics) and the two sums' terms (k1, k2); and the gradients of the batch norm's weight and bias.
 struct GradTerms {
@@ -526,5 +562,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_forward", &conv_forward, "forward of a 3x3 convolution's output, computed without its full-size map");
   m.def("backward", &backward, "the gradients of forward's input, weight and bias");
   m.def("conv_backward", &conv_backward, "the gradients of a 3x3 convolution's weight before forward, and of its own");
+  m.def("infer", &infer, "relu(batch_norm(max_pool_2x2(conv(x)))) in evaluation, the convolution and pooling optional",
+        py::arg("x"), py::arg("conv_weight"), py::arg("scale"), py::arg("shift"), py::arg("pool"));
   m.def("batch_channel_transpose", &batch_channel_transpose, "a channels-last (N, C, H, W) map as (C, N, H, W)");
 }
