@@ -363,6 +363,17 @@ std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor weight, torch:
   return {out[0], p, which, out[1]};
 }
 
+// conv_weight (C, Cin, 3, 3) of a convolution of x (N, Cin, H, W) as conv_pool_rows takes it: Cin * 9 rows of
+// padded_channels(C) float32 values, bfloat16-rounded, zero beyond C.
+torch::Tensor packed_weight(const torch::Tensor& conv_weight, const torch::Tensor& x) {
+  const int64_t Cin = x.size(1), C = conv_weight.size(0);
+  TORCH_CHECK(conv_weight.dim() == 4 && conv_weight.size(1) == Cin && conv_weight.size(2) == 3 &&
+                  conv_weight.size(3) == 3, "bn_relu: the convolution's weight must be (C, Cin, 3, 3)");
+  const auto wt = torch::zeros({Cin * 9, padded_channels(C)}, x.options().dtype(torch::kFloat));
+  wt.narrow(1, 0, C).copy_(conv_weight.detach().to(torch::kBFloat16).to(torch::kFloat).reshape({C, Cin * 9}).t());
+  return wt;
+}
+
 // forward(conv(x), weight, bias, eps, true) for the 3x3 convolution (stride 1, zero padding 1, no bias) of x (N,
 // Cin, H, W, bfloat16, channels-last) by conv_weight (C, Cin, 3, 3, rounded to bfloat16), computed window by window
 // (conv_pool_rows), without the convolution's full-size map.
@@ -370,11 +381,8 @@ std::vector<torch::Tensor> conv_forward(torch::Tensor x, torch::Tensor conv_weig
                                         torch::Tensor bias, double eps) {
   check_map(x, "the convolution's input");
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), C = conv_weight.size(0);
-  TORCH_CHECK(conv_weight.dim() == 4 && conv_weight.size(1) == Cin && conv_weight.size(2) == 3 &&
-                  conv_weight.size(3) == 3, "bn_relu: the convolution's weight must be (C, Cin, 3, 3)");
   const int64_t Cp = padded_channels(C);
-  const auto wt = torch::zeros({Cin * 9, Cp}, x.options().dtype(torch::kFloat));
-  wt.narrow(1, 0, C).copy_(conv_weight.detach().to(torch::kBFloat16).to(torch::kFloat).reshape({C, Cin * 9}).t());
+  const auto wt = packed_weight(conv_weight, x);
   torch::Tensor p = torch::empty({N, C, H / 2, W / 2}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   torch::Tensor which = torch::empty({p.numel()}, x.options().dtype(torch::kUInt8));
   auto out = normalize_map(p, weight, bias, eps, [&](int64_t r0, int64_t r1) {
@@ -400,13 +408,7 @@ torch::Tensor infer(torch::Tensor x, c10::optional<torch::Tensor> conv_weight, t
   torch::Tensor y = torch::empty({N, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const int64_t M = N * Ho * Wo, Cp = padded_channels(C);
   if (M == 0) return y;
-  torch::Tensor wt;
-  if (conv) {
-    TORCH_CHECK(conv_weight->dim() == 4 && conv_weight->size(1) == Cin && conv_weight->size(2) == 3 &&
-                    conv_weight->size(3) == 3, "bn_relu: the convolution's weight must be (C, Cin, 3, 3)");
-    wt = torch::zeros({Cin * 9, Cp}, x.options().dtype(torch::kFloat));
-    wt.narrow(1, 0, C).copy_(conv_weight->detach().to(torch::kBFloat16).to(torch::kFloat).reshape({C, Cin * 9}).t());
-  }
+  const torch::Tensor wt = conv ? packed_weight(*conv_weight, x) : torch::Tensor();
   torch::Tensor p = pool ? torch::empty({M * C}, x.options()) : x;
   torch::Tensor which = torch::empty({pool ? M * C : 0}, x.options().dtype(torch::kUInt8));
   at::parallel_for(0, M, 64, [&](int64_t r0, int64_t r1) {

@@ -185,12 +185,14 @@ def _autocast_bf16() -> bool:
     return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
-def _run_applies(run: list[nn.Module], x: torch.Tensor, pool: bool) -> bool:
+def _run_applies(run: list[nn.Module], x: torch.Tensor, pool: bool, training: bool = True) -> bool:
     """Whether a run of layers ending with batch norm and ReLU can take the 4-d map ``x`` fused: its batch norm is
-    training, no hook watches its modules, and the map (pooled, with ``pool``) holds more than one value per
-    channel, as batch norm needs."""
+    training (``training``) or evaluating with its running statistics (not ``training``), no hook watches its
+    modules, and the map (pooled, with ``pool``) holds more than one value per channel in training, as batch norm
+    needs, or is not emptied by the pooling in evaluation."""
     h, w = (x.shape[2] // 2, x.shape[3] // 2) if pool else (x.shape[2], x.shape[3])
-    return run[-2].training and not any(_hooked(m) for m in run) and x.shape[0] * h * w > 1
+    big_enough = x.shape[0] * h * w > 1 if training else not pool or (h > 0 and w > 0)
+    return run[-2].training == training and not any(_hooked(m) for m in run) and big_enough
 
 
 class ConvNet(nn.Sequential):
@@ -254,27 +256,22 @@ class ConvNet(nn.Sequential):
         while i < len(layers):
             stop, pool = runs.get(i + 1, (0, False))
             if (i == first and pool and _fusable_conv(layers[i]) and _autocast_bf16() and x.dim() == 4
-                    and x.shape[1] == layers[i].in_channels and _evaluates(layers[i:stop], x, pool)):
+                    and x.shape[1] == layers[i].in_channels
+                    and _run_applies(layers[i:stop], x, pool, training=False)):
                 x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)  # as autocast runs the conv
                 x = ext.infer(x, layers[i].weight, *_eval_affine(layers[stop - 2]), True)
                 i = stop
                 continue
             stop, pool = runs.get(i, (0, False))
             if (stop and x.dtype == torch.bfloat16 and x.dim() == 4
-                    and x.is_contiguous(memory_format=torch.channels_last) and _evaluates(layers[i:stop], x, pool)):
+                    and x.is_contiguous(memory_format=torch.channels_last)
+                    and _run_applies(layers[i:stop], x, pool, training=False)):
                 x = ext.infer(x, None, *_eval_affine(layers[stop - 2]), pool)
                 i = stop
                 continue
             x = layers[i](x)
             i += 1
         return x
-
-
-def _evaluates(run: list[nn.Module], x: torch.Tensor, pool: bool) -> bool:
-    """Whether a run of layers ending with batch norm and ReLU can take the 4-d map ``x`` fused in evaluation: its
-    batch norm uses its running statistics, no hook watches its modules, and pooling leaves a map."""
-    return (not run[-2].training and not any(_hooked(m) for m in run)
-            and (not pool or (x.shape[2] >= 2 and x.shape[3] >= 2)))
 
 
 def _eval_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
